@@ -1,0 +1,161 @@
+"""The ``fedhei`` command: data, pretrain, compress, run, bench.
+
+Each subcommand is a pair (add its arguments, run it) in one table, so adding a
+command is one entry, not another branch. A :class:`FedheiError` anywhere below
+becomes one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from fedhei.errors import FedheiError
+
+
+@dataclass(frozen=True)
+class Command:
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+def _data_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", default="", help="CIFAR-10 source: folder, .tar.gz, 'synthetic' or 'download'")
+    parser.add_argument("--clients", type=int, default=10, help="number of clients")
+    parser.add_argument("--partition", default="dirichlet", choices=["iid", "dirichlet", "pathological"])
+    parser.add_argument("--alpha", type=float, default=0.1, help="Dirichlet concentration (smaller = more skew)")
+    parser.add_argument("--classes-per-client", type=int, default=2, help="classes per client (pathological)")
+    parser.add_argument("--public-fraction", type=float, default=0.1, help="slice held out from all clients")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--plot", type=Path, help="save a PNG of the label distribution per client")
+
+
+def _data(args: argparse.Namespace) -> int:
+    from fedhei.data import load_cifar10
+    from fedhei.partition import PartitionKind, PartitionSpec, make_partition
+    from fedhei.report import label_table, plot_label_distribution
+
+    spec = PartitionSpec(
+        kind=PartitionKind(args.partition),
+        num_clients=args.clients,
+        alpha=args.alpha,
+        classes_per_client=args.classes_per_client,
+        public_fraction=args.public_fraction,
+        seed=args.seed,
+    )
+    data = load_cifar10(args.data or None)
+    partition = make_partition(data.train.labels, data.test.labels, spec)
+    label_table(partition, data.test.labels, title=f"{spec.kind.value} split of {data.source}")
+    if args.plot:
+        plot_label_distribution(partition, args.plot)
+        print(f"label distribution plot: {args.plot}")
+    return 0
+
+
+def _pretrain_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default="vit-tiny-c10", help="model name (fedhei or timm)")
+    parser.add_argument("--epochs", type=float, default=10.0)
+    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--public-fraction", type=float, default=0.1)
+    parser.add_argument("--all-train", action="store_true", help="train on all of the training set, not the public slice")
+    parser.add_argument("--data", default="", help="CIFAR-10 source (default: search the usual places)")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--out", type=Path, help="also write the base model here (safetensors)")
+
+
+def _pretrain(args: argparse.Namespace) -> int:
+    from fedhei.data import load_cifar10
+    from fedhei.pretrain import PretrainSpec, pretrain
+
+    spec = PretrainSpec(
+        model=args.model,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        public_fraction=args.public_fraction,
+        all_train=args.all_train,
+    )
+    data = load_cifar10(args.data or None)
+    result = pretrain(data, spec, out=args.out, device=args.device)
+    origin = "cached" if result.cached else "trained"
+    print(f"{spec.model}: test accuracy {result.test_accuracy:.4f} ({origin}; {result.train_images} training images, "
+          f"{result.seconds:.0f} s of training) -> {result.path}")
+    return 0
+
+
+def _compress_arguments(parser: argparse.ArgumentParser) -> None:
+    from fedhei.compress import add_arguments
+
+    add_arguments(parser)
+
+
+def _compress(args: argparse.Namespace) -> int:
+    from fedhei.compress import main
+
+    return main(args)
+
+
+def _run_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("scenario", type=Path, help="scenario TOML (run-config keys)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one setting, e.g. --set num-server-rounds=5 (repeatable)")
+    parser.add_argument("--strategy", dest="strategies", action="append", default=[],
+                        help="run these strategies side by side (repeatable); default: the scenario's own")
+    parser.add_argument("--out", type=Path, help="run directory (default: <out-dir>/<scenario name>)")
+
+
+def _run(args: argparse.Namespace) -> int:
+    from fedhei.runner import run_command
+
+    return run_command(args.scenario, args.overrides, args.strategies, args.out)
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from fedhei.runner import bench_command
+
+    return bench_command(args.scenario, args.overrides, args.strategies, args.out)
+
+
+COMMANDS: dict[str, Command] = {
+    "data": Command("load CIFAR-10, split it over clients and show the split", _data_arguments, _data),
+    "pretrain": Command("pre-train (or reuse the cached) base model", _pretrain_arguments, _pretrain),
+    "compress": Command("score, classify and prune one user's model, against baselines", _compress_arguments, _compress),
+    "run": Command("run a scenario on Flower's simulation engine", _run_arguments, _run),
+    "bench": Command("run every strategy on one scenario, side by side", _run_arguments, _bench),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fedhei", description="Federated personalization by layer roles and pruning.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name, command in COMMANDS.items():
+        sub = commands.add_parser(name, help=command.help, description=command.help)
+        command.add_arguments(sub)
+        sub.set_defaults(handler=command.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.handler(args)
+    except FedheiError as error:
+        print(f"fedhei: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("fedhei: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

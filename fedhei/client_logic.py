@@ -1,0 +1,282 @@
+"""One client's work in a round, without Flower: merge, classify, prune, train, reply.
+
+The Flower ClientApp (``clients/``) only moves records in and out; everything a
+client decides lives here, so it runs the same under the simulation engine, the
+deployment engine and in plain unit tests.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from fedhei import atomic
+from fedhei.config import Scenario
+from fedhei.data import load_cifar10_cached
+from fedhei.errors import FedheiError
+from fedhei.models import count_parameters, create_model, linear_layers, save_checkpoint
+from fedhei.partition import Partition, PartitionSpec, make_partition, majority_class_rate
+from fedhei.policy import HEAD_PREFIX, ClientPolicy, Pruning, Sharing, personal_parameters
+from fedhei.pruning import compression, cubic_ratio, layer_ratios, magnitude_masks, save_structured, structured_prune
+from fedhei.roles import GENERIC, PERSONALIZED, RoleMap, classify, uniform_roles
+from fedhei.scoring import build_scorer
+from fedhei.train import ArrayBatches, apply_masks, batches_for, evaluate, pick_device, train
+from fedhei.wire import encode
+
+Arrays = dict[str, np.ndarray]
+
+
+@dataclass
+class ClientState:
+    """What a client keeps between rounds: its personal parameters, masks, roles and schedule."""
+
+    personal: dict[str, torch.Tensor] = field(default_factory=dict)
+    masks: dict[str, torch.Tensor] = field(default_factory=dict)
+    roles: RoleMap | None = None
+    step: int = 0
+    classified_round: int = 0
+    rounds_trained: int = 0
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """Flat tensors for a state store (masks as uint8, so any store can hold them)."""
+        flat = {f"personal/{name}": value for name, value in self.personal.items()}
+        flat.update({f"mask/{name}": value.to(torch.uint8) for name, value in self.masks.items()})
+        return flat
+
+    def meta(self) -> dict[str, Any]:
+        return {
+            "roles": self.roles.to_dict() if self.roles else None,
+            "step": self.step,
+            "classified-round": self.classified_round,
+            "rounds-trained": self.rounds_trained,
+        }
+
+    @classmethod
+    def from_parts(cls, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> ClientState:
+        return cls(
+            personal={k.removeprefix("personal/"): v for k, v in tensors.items() if k.startswith("personal/")},
+            masks={k.removeprefix("mask/"): v.bool() for k, v in tensors.items() if k.startswith("mask/")},
+            roles=RoleMap.from_dict(meta["roles"]) if meta.get("roles") else None,
+            step=int(meta["step"]),
+            classified_round=int(meta["classified-round"]),
+            rounds_trained=int(meta["rounds-trained"]),
+        )
+
+
+@dataclass(frozen=True)
+class ClientJob:
+    """Everything the server asked of this client in this round."""
+
+    scenario: Scenario
+    policy: ClientPolicy
+    client_id: int
+    server_round: int
+    # With shared-layers = "consensus": the generic layers every client agreed on.
+    consensus_generic: tuple[str, ...] | None = None
+
+    @property
+    def seed(self) -> int:
+        """Seeded from the scenario seed, the round and the client id, for repeatable runs."""
+        return int(np.random.SeedSequence([self.scenario.seed, self.server_round, self.client_id]).generate_state(1)[0])
+
+
+@dataclass(frozen=True)
+class ClientData:
+    train: ArrayBatches
+    test: ArrayBatches
+    test_labels: np.ndarray
+
+
+@lru_cache(maxsize=4)
+def _partition(source: str, fingerprint: str, spec: PartitionSpec) -> Partition:
+    data = load_cifar10_cached(source or None)
+    return make_partition(data.train.labels, data.test.labels, spec)
+
+
+def client_data(scenario: Scenario, client_id: int, model: nn.Module) -> ClientData:
+    """This client's training shard and test split (loaded once per worker process)."""
+    if not 0 <= client_id < scenario.num_clients:
+        raise FedheiError(f"client id {client_id} is outside 0..{scenario.num_clients - 1}; "
+                          "partition-id must be below num-clients")
+    data = load_cifar10_cached(scenario.data_source or None)
+    partition = _partition(scenario.data_source, data.fingerprint, scenario.partition_spec())
+    test_indices = partition.test_indices[client_id]
+    return ClientData(
+        train=batches_for(model, data.train, partition.train_indices[client_id]),
+        test=batches_for(model, data.test, test_indices),
+        test_labels=data.test.labels[test_indices],
+    )
+
+
+def _load_global(scenario: Scenario, global_arrays: Arrays) -> nn.Module:
+    model = create_model(scenario.model)
+    state = {name: torch.from_numpy(np.array(value, copy=True)) for name, value in global_arrays.items()}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if unexpected:
+        raise FedheiError(f"the server sent parameters {unexpected[:3]} that {scenario.model} does not have")
+    return model
+
+
+def _merge(job: ClientJob, global_arrays: Arrays, state: ClientState | None) -> nn.Module:
+    """The global model with this client's personal parameters restored and its masks applied."""
+    model = _load_global(job.scenario, global_arrays)
+    if state is not None:
+        with torch.no_grad():
+            params = dict(model.named_parameters())
+            for name, value in state.personal.items():
+                params[name].copy_(value)
+        apply_masks(model, state.masks)
+    return model.to(pick_device(job.scenario.device))
+
+
+def _roles(job: ClientJob, model: nn.Module, data: ClientData, state: ClientState | None) -> tuple[RoleMap, int]:
+    """Current roles and the forward passes spent finding them (0 when reused)."""
+    layers = [layer.name for layer in linear_layers(model)]
+    if job.policy.pruning is Pruning.UNIFORM:
+        return uniform_roles(layers), 0
+    if job.consensus_generic is not None:
+        generic = set(job.consensus_generic)
+        roles = {name: GENERIC if name in generic else PERSONALIZED for name in layers}
+        scores = state.roles.scores if state and state.roles else tuple(0.0 for _ in layers)
+        return RoleMap(tuple(layers), tuple(scores), "consensus", 0.0, roles), 0
+    every = job.scenario.reclassify_every
+    due = state is None or state.roles is None or (every > 0 and job.server_round - state.classified_round >= every)
+    if not due:
+        assert state is not None and state.roles is not None
+        return state.roles, 0
+    scenario = job.scenario
+    scorer = build_scorer(
+        scenario.scorer,
+        signal=scenario.signal,
+        prob=scenario.prob,
+        measurements=scenario.sensing_measurements,
+        solver=scenario.sensing_solver,
+    )
+    calibration = list(data.train.batches(scenario.batch_size, shuffle=True, seed=job.seed))[: scenario.calibration_batches]
+    scores = scorer(model, calibration, seed=job.seed)
+    return classify(scores, scenario.role_rule, scenario.role_threshold), scores.forward_passes
+
+
+def _train_locally(job: ClientJob, model: nn.Module, data: ClientData, masks: dict[str, torch.Tensor]) -> dict[str, float]:
+    settings = job.scenario.train_settings()
+    names = {name for name, _ in model.named_parameters()}
+    head = {name for name in names if name.startswith(HEAD_PREFIX)}
+    if job.policy.head_epochs > 0:
+        from dataclasses import replace
+
+        train(model, data.train, replace(settings, epochs=job.policy.head_epochs), masks, seed=job.seed, trainable=head)
+        return train(model, data.train, settings, masks, seed=job.seed + 1, trainable=names - head)
+    return train(model, data.train, settings, masks, seed=job.seed)
+
+
+def train_round(job: ClientJob, global_arrays: Arrays, state: ClientState | None) -> tuple[Arrays, dict[str, float], ClientState]:
+    """Merge, (re)classify, take the next pruning step, train; return the update to send.
+
+    The update holds only the shared parameters: personal ones never leave this function.
+    """
+    model = _merge(job, global_arrays, state)
+    data = client_data(job.scenario, job.client_id, model)
+    roles, forward_passes = (None, 0)
+    masks: dict[str, torch.Tensor] = {}
+    step = 0
+    if job.policy.uses_roles:
+        roles, forward_passes = _roles(job, model, data, state)
+    if job.policy.pruning is not Pruning.NONE and roles is not None:
+        step = min((state.step if state else 0) + 1, job.scenario.pruning_steps)
+        targets = layer_ratios(roles, job.scenario.prob, job.scenario.personal_factor)
+        ratios = {name: cubic_ratio(target, step, job.scenario.pruning_steps) for name, target in targets.items()}
+        masks = magnitude_masks(model, ratios)
+    metrics = _train_locally(job, model, data, masks)
+    personalized = roles.personalized() if roles is not None else []
+    param_names = [name for name, _ in model.named_parameters()]
+    personal = personal_parameters(job.policy, param_names, personalized)
+    params = {name: value.detach().cpu() for name, value in model.named_parameters()}
+    shared = {name: params[name].numpy() for name in param_names if name not in personal}
+    update = encode(shared, {name: masks[name].cpu().numpy() for name in shared if name in masks})
+    new_state = ClientState(
+        personal={name: params[name].clone() for name in personal},
+        masks={name: mask.cpu().bool() for name, mask in masks.items()},
+        roles=roles,
+        step=step,
+        classified_round=job.server_round if forward_passes else (state.classified_round if state else job.server_round),
+        rounds_trained=(state.rounds_trained if state else 0) + 1,
+    )
+    report = compression(model, masks)
+    metrics.update(
+        {
+            "num-examples": float(len(data.train)),
+            "compression": report["compression"],
+            "scoring-forward-passes": float(forward_passes),
+            "personalized-layers": float(len(personalized)),
+        }
+    )
+    return update, metrics, new_state
+
+
+def evaluate_round(job: ClientJob, global_arrays: Arrays, state: ClientState | None) -> dict[str, float]:
+    """Accuracy of this client's current model on its own test split."""
+    model = _merge(job, global_arrays, state)
+    data = client_data(job.scenario, job.client_id, model)
+    result = evaluate(model, data.test)
+    return {
+        "accuracy": result["accuracy"],
+        "loss": result["loss"],
+        "num-examples": float(len(data.test)),
+        "majority-class-rate": majority_class_rate(data.test_labels),
+    }
+
+
+def finalize(job: ClientJob, global_arrays: Arrays, state: ClientState | None, run_dir: Path) -> dict[str, float]:
+    """Build, evaluate and export this user's final compressed model with its manifest.
+
+    A client the server never sampled first adapts on arrival (one local round), and
+    FedAvg-FT fine-tunes the global model here, so every user ends with a model of its own.
+    """
+    needs_local_state = job.policy.sharing is not Sharing.ALL or job.policy.pruning is not Pruning.NONE
+    if state is None and needs_local_state:
+        _, _, state = train_round(job, global_arrays, None)
+    model = _merge(job, global_arrays, state)
+    data = client_data(job.scenario, job.client_id, model)
+    if job.policy.finetune_before_eval:
+        train(model, data.train, job.scenario.train_settings(), state.masks if state else None, seed=job.seed)
+    masks = state.masks if state else {}
+    roles = state.roles if state else None
+    kept = compression(model, masks)
+    client_dir = run_dir / "clients" / str(job.client_id)
+    model_path = client_dir / "model.safetensors"
+    metadata = {"model": job.scenario.model, "client": str(job.client_id), "strategy": job.scenario.strategy,
+                "roles": json.dumps(roles.to_dict() if roles else None)}
+    exported: nn.Module = model
+    if job.scenario.export_pruning == "structured" and roles is not None and masks:
+        exported = structured_prune(model, layer_ratios(roles, job.scenario.prob, job.scenario.personal_factor))
+        save_structured(exported, model_path, metadata)
+    else:
+        save_checkpoint(model, model_path, metadata)
+    result = evaluate(exported, data.test)
+    total, nonzero = count_parameters(exported)
+    manifest = {
+        "client": job.client_id,
+        "strategy": job.scenario.strategy,
+        "model": job.scenario.model,
+        "accuracy": result["accuracy"],
+        "test-examples": len(data.test),
+        "train-examples": len(data.train),
+        "majority-class-rate": majority_class_rate(data.test_labels),
+        "params-total": total,
+        "params-nonzero": nonzero,
+        "compression": kept["compression"],
+        "linear-compression": kept["linear-compression"],
+        "bytes-on-disk": model_path.stat().st_size,
+        "export-pruning": job.scenario.export_pruning if roles is not None and masks else "none",
+        "rounds-trained": state.rounds_trained if state else 0,
+        "roles": roles.roles if roles else {},
+    }
+    atomic.write_json(client_dir / "manifest.json", manifest)
+    return {key: float(value) for key, value in manifest.items() if isinstance(value, (int, float))}

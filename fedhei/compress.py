@@ -1,0 +1,363 @@
+"""``fedhei compress``: one user's personalized compression, HEI against its baselines.
+
+Fine-tunes the base model on one user's data, scores and classifies its layers,
+then prunes it at each ``prob`` with HEI's roles, with random roles (as many
+personalized layers as HEI found) and with uniform magnitude pruning at the same
+fraction of linear weights, one-shot and step-buffered, each followed by the same
+fine-tuning budget. Prints a table and writes every figure to a JSON file.
+
+Heavy imports live inside the functions: the parser is built for every command.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+DEFAULT_OUT = Path("runs") / "compress.json"
+
+
+def _csv_floats(text: str) -> list[float]:
+    try:
+        return [float(part) for part in text.split(",") if part.strip()]
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"expected numbers separated by commas, got '{text}'") from error
+
+
+def _csv_ints(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"expected class indices separated by commas, got '{text}'") from error
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    base = parser.add_argument_group("base model")
+    base.add_argument("--base", type=Path, help="base-model checkpoint (safetensors); default: the cached pre-train")
+    base.add_argument("--model", default="vit-tiny-c10", help="model name (fedhei or timm)")
+    base.add_argument("--pretrain-epochs", type=float, default=30.0, help="epochs of the cached pre-train to use")
+
+    user = parser.add_argument_group("the user's data")
+    user.add_argument("--data", default="", help="CIFAR-10 source: folder, .tar.gz, 'synthetic' or 'download'")
+    who = user.add_mutually_exclusive_group()
+    who.add_argument("--client", type=int, default=0, help="the user is this client of the partition")
+    who.add_argument("--classes", type=_csv_ints, help="the user holds these classes instead, e.g. 0,3,5")
+    user.add_argument("--clients", type=int, default=10, help="number of clients in the partition")
+    user.add_argument("--partition", default="dirichlet", choices=["iid", "dirichlet", "pathological"])
+    user.add_argument("--alpha", type=float, default=0.1, help="Dirichlet concentration (smaller = more skew)")
+    user.add_argument("--classes-per-client", type=int, default=2, help="classes per client (pathological)")
+    user.add_argument("--public-fraction", type=float, default=0.1, help="slice held out for pre-training")
+    user.add_argument("--max-train", type=int, default=0, help="use at most this many training images (0: all)")
+    user.add_argument("--seed", type=int, default=0)
+
+    method = parser.add_argument_group("scoring and roles")
+    method.add_argument("--scorer", default="sensing", help="layer scorer (sensing, exhaustive, magnitude, ...)")
+    method.add_argument("--signal", default="loss", help="what a perturbation is measured on: loss or entropy")
+    method.add_argument("--measurements", type=float, default=0.5, help="sensing: fraction of the layer count, or a count")
+    method.add_argument("--solver", default="lasso", help="sensing: sparse recovery, lasso or omp")
+    method.add_argument("--calibration-batches", type=int, default=2, help="batches of the user's data per measurement")
+    method.add_argument("--role-rule", default="top-fraction", help="absolute, relative or top-fraction")
+    method.add_argument("--role-threshold", type=float, default=0.25)
+
+    pruning = parser.add_argument_group("pruning")
+    pruning.add_argument("--prob", type=_csv_floats, action="append",
+                         help="pruning ratio of generic layers; repeatable or a comma list (default 0.5)")
+    pruning.add_argument("--personal-factor", type=float, default=0.5, help="personalized layers are pruned at prob * this")
+    pruning.add_argument("--steps", type=int, default=3, help="step buffering: reach the target over this many steps")
+    pruning.add_argument("--one-shot", action=argparse.BooleanOptionalAction, default=True,
+                         help="also prune in one shot, for comparison")
+    pruning.add_argument("--structured", action="store_true",
+                         help="also prune whole heads and MLP channels (really smaller files)")
+
+    budget = parser.add_argument_group("training budget")
+    budget.add_argument("--finetune-epochs", type=float, default=1.0, help="personal fine-tuning of the base before scoring")
+    budget.add_argument("--recovery-epochs", type=float, default=1.0,
+                        help="fine-tuning after pruning, in total over the steps (the same for every configuration)")
+    budget.add_argument("--lr", type=float, default=5e-4)
+    budget.add_argument("--batch-size", type=int, default=64)
+    budget.add_argument("--device", default="auto")
+
+    output = parser.add_argument_group("output")
+    output.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results JSON")
+    output.add_argument("--save-models", type=Path, help="keep every pruned checkpoint in this folder")
+
+
+@dataclass(frozen=True)
+class Config:
+    """One row of the comparison."""
+
+    prob: float
+    method: str
+    steps: int
+    structured: bool
+
+    @property
+    def schedule(self) -> str:
+        return "one-shot" if self.steps == 1 else f"{self.steps}-step"
+
+    @property
+    def key(self) -> str:
+        kind = "structured" if self.structured else "masked"
+        return f"p{self.prob:g}-{self.method}-{self.schedule}-{kind}"
+
+
+def _validate(args: argparse.Namespace) -> list[float]:
+    from fedhei.errors import FedheiError
+
+    probs = [p for group in (args.prob or [[0.5]]) for p in group]
+    if not probs or any(not 0 < p < 1 for p in probs):
+        raise FedheiError(f"--prob must be one or more ratios in (0, 1); got {probs}")
+    if args.steps < 1:
+        raise FedheiError(f"--steps is {args.steps}; it must be at least 1 (1 is one-shot)")
+    if args.calibration_batches < 1:
+        raise FedheiError(f"--calibration-batches is {args.calibration_batches}; it must be at least 1")
+    if args.finetune_epochs < 0 or args.recovery_epochs < 0:
+        raise FedheiError("--finetune-epochs and --recovery-epochs must be >= 0")
+    if args.batch_size < 1 or args.max_train < 0:
+        raise FedheiError("--batch-size must be >= 1 and --max-train >= 0")
+    return sorted(set(probs))
+
+
+@dataclass(frozen=True)
+class UserData:
+    train: Any
+    test: Any
+    description: str
+
+
+def _user_data(data: Any, args: argparse.Namespace) -> UserData:
+    """The user's training and test indices: a client of a partition, or a class subset."""
+    import numpy as np
+
+    from fedhei.errors import FedheiError
+    from fedhei.partition import PartitionKind, PartitionSpec, make_partition, public_slice
+
+    if args.classes is not None:
+        classes = sorted(set(args.classes))
+        if not classes or any(not 0 <= label < 10 for label in classes):
+            raise FedheiError(f"--classes must name CIFAR-10 classes 0..9; got {args.classes}")
+        public = public_slice(data.train.labels, args.public_fraction, args.seed)
+        train = np.setdiff1d(np.flatnonzero(np.isin(data.train.labels, classes)), public)
+        test = np.flatnonzero(np.isin(data.test.labels, classes))
+        description = f"classes {','.join(map(str, classes))}"
+    else:
+        spec = PartitionSpec(kind=PartitionKind(args.partition), num_clients=args.clients, alpha=args.alpha,
+                             classes_per_client=args.classes_per_client, public_fraction=args.public_fraction,
+                             seed=args.seed)
+        if not 0 <= args.client < args.clients:
+            raise FedheiError(f"--client is {args.client}; the partition has clients 0..{args.clients - 1}")
+        partition = make_partition(data.train.labels, data.test.labels, spec)
+        train, test = partition.train_indices[args.client], partition.test_indices[args.client]
+        description = f"client {args.client} of {args.partition} {args.clients}" + (
+            f" (alpha {args.alpha:g})" if args.partition == "dirichlet" else "")
+    if args.max_train and len(train) > args.max_train:
+        train = np.sort(np.random.default_rng([args.seed, 3]).choice(train, size=args.max_train, replace=False))
+    if len(train) == 0 or len(test) == 0:
+        raise FedheiError(f"the user ({description}) has {len(train)} training and {len(test)} test images; "
+                          "choose another client or more classes")
+    return UserData(train, test, description)
+
+
+def _base_model(data: Any, args: argparse.Namespace) -> tuple[Any, str]:
+    """The model to personalize, and its name: ``--base`` if given, else the cached pre-train."""
+    from fedhei.models import load_checkpoint, read_metadata
+    from fedhei.pretrain import PretrainSpec, base_model
+
+    if args.base:
+        name = read_metadata(args.base).get("model") or args.model
+        return load_checkpoint(args.base, name), name
+    spec = PretrainSpec(model=args.model, epochs=args.pretrain_epochs, public_fraction=args.public_fraction, seed=args.seed)
+    return base_model(data, spec, device=args.device), args.model
+
+
+def _matched_uniform_prob(model: Any, ratios: dict[str, float]) -> float:
+    """The single ratio that removes as many linear weights as ``ratios`` do."""
+    modules = dict(model.named_modules())
+    sizes = {name: modules[name].weight.numel() for name in ratios}
+    return sum(ratios[name] * size for name, size in sizes.items()) / sum(sizes.values())
+
+
+@dataclass
+class _Recovery:
+    """Fine-tuning after each pruning step, the same total budget for every configuration.
+
+    It also records the accuracy right after the final pruning step, before its
+    fine-tuning: the damage that step buffering is meant to soften.
+    """
+
+    train_data: Any
+    test_data: Any
+    device: Any
+    epochs: float
+    batch_size: int
+    lr: float
+    seed: int
+
+    def accuracy(self, model: Any) -> float:
+        from fedhei.train import evaluate
+
+        return evaluate(model, self.test_data, device=self.device)["accuracy"]
+
+    def run(self, model: Any, masks: dict[str, Any] | None, step: int, steps: int, record: list[float]) -> None:
+        from fedhei.train import TrainSettings, train
+
+        if step == steps:
+            record.append(self.accuracy(model))
+        if self.epochs > 0:
+            settings = TrainSettings(epochs=self.epochs / steps, batch_size=self.batch_size, lr=self.lr)
+            train(model, self.train_data, settings, masks=masks, seed=self.seed + step, device=self.device)
+
+
+def _prune(config: Config, personal: Any, ratios: dict[str, float], recovery: _Recovery, path: Path,
+           model_name: str) -> tuple[Any, dict[str, Any], float]:
+    """Prune a copy of ``personal`` as ``config`` says, fine-tune it, and save it to ``path``.
+
+    Returns the model, its masks (none when structured) and the accuracy right after
+    the final pruning step.
+    """
+    import copy
+
+    from fedhei.models import save_checkpoint
+    from fedhei.pruning import prune_with_schedule, save_structured, structured_with_schedule
+
+    record: list[float] = []
+    metadata = {"model": model_name, "config": config.key}
+    step = iter(range(1, config.steps + 1))
+    if config.structured:
+        model = structured_with_schedule(
+            personal, ratios, config.steps, lambda pruned: recovery.run(pruned, None, next(step), config.steps, record))
+        save_structured(model, path, metadata)
+        return model, {}, record[-1]
+    model = copy.deepcopy(personal)
+    masks = prune_with_schedule(
+        model, ratios, config.steps, lambda step_masks: recovery.run(model, step_masks, next(step), config.steps, record))
+    save_checkpoint(model, path, metadata)
+    return model, masks, record[-1]
+
+
+def main(args: argparse.Namespace) -> int:
+    import copy
+    import tempfile
+    import time
+    from itertools import islice
+
+    from fedhei import atomic
+    from fedhei.data import load_cifar10
+    from fedhei.models import count_parameters
+    from fedhei.progress import progress_bar
+    from fedhei.pruning import compression, layer_ratios
+    from fedhei.roles import classify, random_roles, uniform_roles
+    from fedhei.scoring import build_scorer
+    from fedhei.train import TrainSettings, batches_for, evaluate, pick_device, train
+
+    probs = _validate(args)
+    scorer = build_scorer(args.scorer, signal=args.signal, measurements=args.measurements, solver=args.solver)
+    data = load_cifar10(args.data or None)
+    user = _user_data(data, args)
+    device = pick_device(args.device)
+    base, model_name = _base_model(data, args)
+    base.to(device)
+    train_data = batches_for(base, data.train, user.train)
+    test_data = batches_for(base, data.test, user.test)
+    recovery = _Recovery(train_data, test_data, device, args.recovery_epochs, args.batch_size, args.lr, args.seed)
+
+    base_accuracy = evaluate(base, test_data, device=device)["accuracy"]
+    personal = copy.deepcopy(base)
+    if args.finetune_epochs > 0:
+        settings = TrainSettings(epochs=args.finetune_epochs, batch_size=args.batch_size, lr=args.lr)
+        train(personal, train_data, settings, seed=args.seed, device=device)
+    personal_accuracy = recovery.accuracy(personal)
+
+    calibration = list(islice(train_data.batches(args.batch_size, shuffle=True, seed=args.seed), args.calibration_batches))
+    started = time.perf_counter()
+    scores = scorer(personal, calibration, args.seed)
+    scoring_seconds = time.perf_counter() - started
+    hei = classify(scores, args.role_rule, args.role_threshold)
+    role_maps = {
+        "hei": hei,
+        "random": random_roles(hei.layers, len(hei.personalized()), args.seed),
+        "uniform": uniform_roles(hei.layers),
+    }
+
+    schedules = sorted({args.steps, *([1] if args.one_shot else [])})
+    kinds = [False, True] if args.structured else [False]
+    configs = [Config(p, method, steps, structured) for p in probs for method in role_maps
+               for steps in schedules for structured in kinds]
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="fedhei-compress-") as scratch, progress_bar() as bar:
+        folder = args.save_models or Path(scratch)
+        task = bar.add_task("compress", total=len(configs), status="")
+        for config in configs:
+            bar.update(task, status=config.key)
+            started = time.perf_counter()
+            prob = config.prob
+            if config.method == "uniform":
+                prob = _matched_uniform_prob(personal, layer_ratios(hei, config.prob, args.personal_factor))
+            role_map = role_maps[config.method]
+            ratios = layer_ratios(role_map, prob, args.personal_factor)
+            path = folder / f"{config.key}.safetensors"
+            model, masks, pruned_accuracy = _prune(config, personal, ratios, recovery, path, model_name)
+            rows.append({
+                "prob": config.prob,
+                "method": config.method,
+                "schedule": config.schedule,
+                "steps": config.steps,
+                "pruning": "structured" if config.structured else "masked",
+                "accuracy-before": personal_accuracy,
+                "accuracy-pruned": pruned_accuracy,
+                "accuracy-after": recovery.accuracy(model),
+                **compression(model, masks, base=personal),
+                "nonzero-params": float(count_parameters(model)[1]),
+                "bytes": path.stat().st_size,
+                "checkpoint": str(path) if args.save_models else None,
+                "personalized": role_map.personalized(),
+                "roles": role_map.roles,
+                "ratios": ratios,
+                "scoring-forward-passes": scores.forward_passes if config.method == "hei" else 0,
+                "seconds": time.perf_counter() - started,
+            })
+            bar.advance(task)
+
+    report = {
+        "model": model_name,
+        "data": data.source,
+        "user": {"description": user.description, "train": int(len(user.train)), "test": int(len(user.test))},
+        "settings": {key: str(value) if isinstance(value, Path) else value
+                     for key, value in vars(args).items() if not callable(value)},
+        "base-accuracy": base_accuracy,
+        "personal-accuracy": personal_accuracy,
+        "scoring": {"scorer": scores.scorer, "forward-passes": scores.forward_passes, "seconds": scoring_seconds,
+                    "roles": hei.to_dict()},
+        "results": rows,
+    }
+    atomic.write_json(args.out, report)
+    _print_table(report, args.out)
+    return 0
+
+
+def _print_table(report: dict[str, Any], out: Path) -> None:
+    from rich.table import Table
+
+    from fedhei.report import stdout
+
+    scoring = report["scoring"]
+    personalized = [layer for layer, role in scoring["roles"]["roles"].items() if role == "personalized"]
+    table = Table(title=f"fedhei compress: {report['model']}, {report['user']['description']} "
+                        f"({report['user']['train']} train / {report['user']['test']} test images)")
+    for column in ("prob", "roles", "schedule", "pruning", "acc before", "acc pruned", "acc after",
+                   "compression", "linear", "MB", "scoring passes"):
+        table.add_column(column, justify="left" if column in ("roles", "schedule", "pruning") else "right")
+    for row in report["results"]:
+        table.add_row(
+            f"{row['prob']:g}", row["method"], row["schedule"], row["pruning"],
+            f"{row['accuracy-before']:.4f}", f"{row['accuracy-pruned']:.4f}", f"{row['accuracy-after']:.4f}",
+            f"{row['compression']:.3f}", f"{row['linear-compression']:.3f}", f"{row['bytes'] / 1e6:.3f}",
+            str(row["scoring-forward-passes"]),
+        )
+    table.caption = (f"base accuracy {report['base-accuracy']:.4f}, after personal fine-tuning "
+                     f"{report['personal-accuracy']:.4f}; {scoring['scorer']} scoring: {scoring['forward-passes']} "
+                     f"forward passes, personalized: {', '.join(personalized) or 'none'}; "
+                     f"uniform is matched to HEI's fraction of linear weights; results: {out}")
+    stdout.print(table)

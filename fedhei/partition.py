@@ -1,0 +1,160 @@
+"""Non-IID splits of CIFAR-10 over simulated users, built on flwr-datasets' partitioners.
+
+The partitioners run over a ``datasets.Dataset`` made from local label arrays (no hub
+access) that carries each image's index, so a partition is a list of index arrays
+into the in-memory training set. Each client also gets a test split drawn from the
+CIFAR-10 test set with its training shard's label proportions, since a personalized
+model is judged on the distribution its user actually sees.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from enum import Enum
+
+import numpy as np
+
+from fedhei.errors import FedheiError
+
+logging.getLogger("datasets").setLevel(logging.ERROR)
+
+
+class PartitionKind(str, Enum):
+    IID = "iid"
+    DIRICHLET = "dirichlet"
+    PATHOLOGICAL = "pathological"
+
+
+@dataclass(frozen=True)
+class PartitionSpec:
+    """Everything that decides a split; equal specs give equal splits."""
+
+    kind: PartitionKind = PartitionKind.DIRICHLET
+    num_clients: int = 10
+    alpha: float = 0.1
+    classes_per_client: int = 2
+    public_fraction: float = 0.1
+    test_ratio: float = 0.2
+    min_partition_size: int = 10
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.num_clients < 1:
+            raise FedheiError(f"num-clients is {self.num_clients}; it must be at least 1")
+        if self.kind is PartitionKind.DIRICHLET and not self.alpha > 0:
+            raise FedheiError(f"dirichlet-alpha is {self.alpha}; it must be > 0 (small values, e.g. 0.1, mean strong skew)")
+        if self.kind is PartitionKind.PATHOLOGICAL and not 1 <= self.classes_per_client <= 10:
+            raise FedheiError(f"classes-per-client is {self.classes_per_client}; it must be between 1 and 10")
+        if not 0 <= self.public_fraction < 1:
+            raise FedheiError(f"public-fraction is {self.public_fraction}; it must be in [0, 1)")
+        if not 0 < self.test_ratio <= 1:
+            raise FedheiError(f"test-ratio is {self.test_ratio}; it must be in (0, 1]")
+
+
+@dataclass(frozen=True)
+class Partition:
+    """Index arrays into the training and test sets, one pair per client."""
+
+    spec: PartitionSpec
+    train_indices: list[np.ndarray]
+    test_indices: list[np.ndarray]
+    public_indices: np.ndarray
+    label_counts: np.ndarray = field(repr=False)
+
+    @property
+    def num_clients(self) -> int:
+        return len(self.train_indices)
+
+
+def make_partition(train_labels: np.ndarray, test_labels: np.ndarray, spec: PartitionSpec) -> Partition:
+    """Split the training set over ``spec.num_clients`` users plus an optional public slice."""
+    num_classes = int(max(train_labels.max(), test_labels.max())) + 1
+    public = public_slice(train_labels, spec.public_fraction, spec.seed)
+    # Shuffled, because the IID partitioner cuts contiguous runs and sources come sorted by class.
+    private = np.random.default_rng([spec.seed, 1]).permutation(np.setdiff1d(np.arange(len(train_labels)), public))
+    if spec.num_clients > len(private):
+        raise FedheiError(f"num-clients is {spec.num_clients} but only {len(private)} training images "
+                          "remain for clients; use fewer clients or a smaller public-fraction")
+    train_indices = _partition_private(private, train_labels[private], spec)
+    label_counts = np.stack([np.bincount(train_labels[idx], minlength=num_classes) for idx in train_indices])
+    test_indices = [
+        _matching_test_split(counts, test_labels, spec.test_ratio, np.random.default_rng([spec.seed, 2, client]))
+        for client, counts in enumerate(label_counts)
+    ]
+    return Partition(spec, train_indices, test_indices, public, label_counts)
+
+
+def public_slice(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """The training images no client holds, for pre-training the shared base model.
+
+    The same fraction of every class, so a base model pre-trained on it sees all classes.
+    """
+    rng = np.random.default_rng([seed, 0])
+    chosen = [
+        rng.permutation(np.flatnonzero(labels == label))[: round(fraction * int((labels == label).sum()))]
+        for label in np.unique(labels)
+    ]
+    return np.sort(np.concatenate(chosen)).astype(np.int64)
+
+
+def _partition_private(indices: np.ndarray, labels: np.ndarray, spec: PartitionSpec) -> list[np.ndarray]:
+    from datasets import Dataset
+    from flwr_datasets.partitioner import DirichletPartitioner, IidPartitioner, PathologicalPartitioner
+
+    builders = {
+        PartitionKind.IID: lambda: IidPartitioner(num_partitions=spec.num_clients),
+        PartitionKind.DIRICHLET: lambda: DirichletPartitioner(
+            num_partitions=spec.num_clients,
+            partition_by="label",
+            alpha=spec.alpha,
+            min_partition_size=min(spec.min_partition_size, len(indices) // spec.num_clients),
+            self_balancing=False,
+            seed=spec.seed,
+        ),
+        PartitionKind.PATHOLOGICAL: lambda: PathologicalPartitioner(
+            num_partitions=spec.num_clients,
+            partition_by="label",
+            num_classes_per_partition=spec.classes_per_client,
+            class_assignment_mode="first-deterministic",
+            seed=spec.seed,
+        ),
+    }
+    partitioner = builders[spec.kind]()
+    partitioner.dataset = Dataset.from_dict({"label": labels.tolist(), "index": indices.tolist()})
+    try:
+        shards = [np.asarray(partitioner.load_partition(client)["index"], dtype=np.int64) for client in range(spec.num_clients)]
+    except ValueError as error:
+        raise FedheiError(f"cannot split {len(indices)} images over {spec.num_clients} clients with "
+                          f"{spec.kind.value}: {error}; use fewer clients or a larger alpha") from error
+    empty = [client for client, shard in enumerate(shards) if len(shard) == 0]
+    if empty:
+        raise FedheiError(f"{spec.kind.value} partition leaves clients {empty[:5]} without images; "
+                          "use fewer clients, more classes per client or a larger alpha")
+    return [np.sort(shard) for shard in shards]
+
+
+def _matching_test_split(
+    train_counts: np.ndarray, test_labels: np.ndarray, ratio: float, rng: np.random.Generator
+) -> np.ndarray:
+    """Draw test images so each class keeps its share of the client's training shard.
+
+    Class counts are ``ratio`` times the training counts (at least one image overall),
+    so proportions match up to rounding; splits of different clients may overlap,
+    which is harmless since no one trains on them.
+    """
+    wanted = np.floor(train_counts * ratio + 0.5).astype(np.int64)
+    if wanted.sum() == 0:
+        wanted[np.argmax(train_counts)] = 1
+    chosen = []
+    for label, count in enumerate(wanted):
+        pool = np.flatnonzero(test_labels == label)
+        chosen.append(rng.choice(pool, size=min(int(count), len(pool)), replace=False))
+    return np.sort(np.concatenate(chosen)).astype(np.int64)
+
+
+def majority_class_rate(test_labels: np.ndarray) -> float:
+    """Accuracy of always guessing the most common class: the floor a model must beat."""
+    if len(test_labels) == 0:
+        return 0.0
+    return float(np.bincount(test_labels).max() / len(test_labels))

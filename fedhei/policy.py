@@ -1,0 +1,81 @@
+"""What a strategy asks of its clients: which parameters they share, and how they prune.
+
+The server strategy owns a :class:`ClientPolicy` and sends it with every round;
+the client decides what it sends from it (as in Flower's FedRep baseline). Keeping
+this in the core lets the client logic be tested without Flower.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+HEAD_PREFIX = "head."
+
+
+class Sharing(str, Enum):
+    """Which parameters leave the client."""
+
+    ALL = "all"  # FedAvg: the whole model
+    BODY = "body"  # FedPer, FedRep: everything but the classifier head
+    HEAD = "head"  # LG-FedAvg: only the head; the representation stays local
+    NONE = "none"  # local training only
+    GENERIC = "generic"  # FedHEI: the generic linear layers and the non-linear parameters
+
+
+class Pruning(str, Enum):
+    NONE = "none"
+    ROLES = "roles"  # HEI: ratio by layer role
+    UNIFORM = "uniform"  # every linear layer at the same ratio, no roles
+
+
+@dataclass(frozen=True)
+class ClientPolicy:
+    sharing: Sharing = Sharing.ALL
+    pruning: Pruning = Pruning.NONE
+    # FedAvg-FT: adapt the global model to the user's data before the final evaluation.
+    finetune_before_eval: bool = False
+    # FedRep: epochs on the head alone (body frozen) before the body's epochs (head frozen).
+    head_epochs: float = 0.0
+
+    def to_config(self) -> dict[str, Any]:
+        return {
+            "sharing": self.sharing.value,
+            "pruning": self.pruning.value,
+            "finetune-before-eval": self.finetune_before_eval,
+            "head-epochs": float(self.head_epochs),
+        }
+
+    @classmethod
+    def from_config(cls, values: Mapping[str, Any]) -> ClientPolicy:
+        return cls(
+            sharing=Sharing(values["sharing"]),
+            pruning=Pruning(values["pruning"]),
+            finetune_before_eval=bool(values["finetune-before-eval"]),
+            head_epochs=float(values["head-epochs"]),
+        )
+
+    @property
+    def uses_roles(self) -> bool:
+        return self.sharing is Sharing.GENERIC or self.pruning is not Pruning.NONE
+
+
+def personal_parameters(policy: ClientPolicy, parameter_names: Iterable[str], personalized_layers: Iterable[str]) -> set[str]:
+    """The parameters that never leave the client under ``policy``."""
+    names = list(parameter_names)
+    selectors = {
+        Sharing.ALL: lambda name: False,
+        Sharing.BODY: lambda name: name.startswith(HEAD_PREFIX),
+        Sharing.HEAD: lambda name: not name.startswith(HEAD_PREFIX),
+        Sharing.NONE: lambda name: True,
+        Sharing.GENERIC: _in_layers(personalized_layers),
+    }
+    is_personal = selectors[policy.sharing]
+    return {name for name in names if is_personal(name)}
+
+
+def _in_layers(layers: Iterable[str]):
+    owners = set(layers)
+    return lambda name: name.rsplit(".", 1)[0] in owners

@@ -1,0 +1,139 @@
+"""A run's results: results.json, report.md, and the side-by-side table of a bench."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fedhei import atomic
+
+
+def summarize(rounds: Sequence[Mapping[str, Any]], clients: Sequence[Mapping[str, float]]) -> dict[str, float]:
+    """The numbers a run is judged by: per-user accuracy, compression, traffic."""
+
+    def mean(key: str, rows: Sequence[Mapping[str, Any]]) -> float:
+        values = [float(row[key]) for row in rows if key in row]
+        return float(np.mean(values)) if values else float("nan")
+
+    accuracies = np.array([float(c["accuracy"]) for c in clients], dtype=np.float64)
+    summary: dict[str, float] = {"clients": float(len(clients))}
+    if accuracies.size:
+        summary.update(
+            {
+                "accuracy-mean": float(accuracies.mean()),
+                "accuracy-median": float(np.median(accuracies)),
+                "accuracy-worst-decile": float(np.percentile(accuracies, 10)),
+            }
+        )
+    summary.update(
+        {
+            "majority-class-rate-mean": mean("majority-class-rate", clients),
+            "compression-mean": mean("compression", clients),
+            "params-nonzero-mean": mean("params-nonzero", clients),
+            "model-bytes-mean": mean("bytes-on-disk", clients),
+            "bytes-up-per-round": mean("bytes_up", rounds),
+            "bytes-down-per-round": mean("bytes_down", rounds),
+            "bytes-up-total": float(sum(int(r["bytes_up"]) for r in rounds)),
+            "bytes-down-total": float(sum(int(r["bytes_down"]) for r in rounds)),
+            "excluded-updates": float(sum(len(r["excluded"]) for r in rounds)),
+        }
+    )
+    return summary
+
+
+def write_run(run_dir: Path, payload: Mapping[str, Any]) -> None:
+    """results.json and report.md, each written atomically."""
+    atomic.write_json(run_dir / "results.json", payload)
+    atomic.write_text(run_dir / "report.md", render_report(payload))
+
+
+def _fmt(value: Any, kind: str = "") -> str:
+    if isinstance(value, float) and not np.isfinite(value):
+        return "n/a"
+    if kind == "pct":
+        return f"{100 * float(value):.1f}%"
+    if kind == "bytes":
+        return human_bytes(float(value))
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value)
+
+
+def human_bytes(count: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if abs(count) < 1024 or unit == "GB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.2f} {unit}"
+        count /= 1024
+    return f"{count:.2f} GB"
+
+
+def render_report(payload: Mapping[str, Any]) -> str:
+    summary = payload["summary"]
+    scenario = payload["scenario"]
+    lines = [
+        f"# {scenario['name']}: {payload['strategy']}",
+        "",
+        f"{scenario['num-clients']} clients ({scenario['partition']}), {scenario['num-server-rounds']} rounds, "
+        f"model {scenario['model']}, prob {scenario['prob']}, seed {scenario['seed']}.",
+        "",
+        "| metric | value |",
+        "| --- | --- |",
+        f"| mean client accuracy | {_fmt(summary.get('accuracy-mean', float('nan')), 'pct')} |",
+        f"| median client accuracy | {_fmt(summary.get('accuracy-median', float('nan')), 'pct')} |",
+        f"| worst-decile client accuracy | {_fmt(summary.get('accuracy-worst-decile', float('nan')), 'pct')} |",
+        f"| mean majority-class rate | {_fmt(summary['majority-class-rate-mean'], 'pct')} |",
+        f"| mean compression (params removed) | {_fmt(summary['compression-mean'], 'pct')} |",
+        f"| mean model file | {_fmt(summary['model-bytes-mean'], 'bytes')} |",
+        f"| bytes up per round | {_fmt(summary['bytes-up-per-round'], 'bytes')} |",
+        f"| bytes down per round | {_fmt(summary['bytes-down-per-round'], 'bytes')} |",
+        f"| updates left out | {int(summary['excluded-updates'])} |",
+        "",
+        "## Rounds",
+        "",
+        "| round | sampled | aggregated | left out | bytes up | bytes down | train loss | mean acc | worst decile |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in payload["rounds"]:
+        lines.append(
+            f"| {r['round']} | {r['sampled']} | {r['aggregated']} | {len(r['excluded'])} | {_fmt(r['bytes_up'], 'bytes')} "
+            f"| {_fmt(r['bytes_down'], 'bytes')} | {_fmt(r['train'].get('train-loss', float('nan')))} "
+            f"| {_fmt(r['evaluate'].get('accuracy-mean', float('nan')), 'pct')} "
+            f"| {_fmt(r['evaluate'].get('accuracy-worst-decile', float('nan')), 'pct')} |"
+        )
+    excluded = [(r["round"], e) for r in payload["rounds"] for e in r["excluded"]]
+    if excluded:
+        lines += ["", "## Updates left out", ""]
+        lines += [f"- round {number}, node {entry['node']}: {entry['reason']}" for number, entry in excluded]
+    lines += [
+        "",
+        "## Clients",
+        "",
+        "| client | accuracy | majority rate | compression | nonzero params | file | rounds trained |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for c in payload["clients"]:
+        lines.append(
+            f"| {int(c['client-id'])} | {_fmt(c['accuracy'], 'pct')} | {_fmt(c['majority-class-rate'], 'pct')} "
+            f"| {_fmt(c['compression'], 'pct')} | {int(c['params-nonzero'])} | {_fmt(c['bytes-on-disk'], 'bytes')} "
+            f"| {int(c['rounds-trained'])} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def bench_table(rows: Sequence[tuple[str, Mapping[str, float]]]) -> str:
+    """Markdown: one row per strategy, the columns a personalization benchmark is read by."""
+    lines = [
+        "| strategy | mean acc | worst-decile acc | mean majority rate | compression | bytes up / round | bytes down / round |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, s in rows:
+        lines.append(
+            f"| {name} | {_fmt(s.get('accuracy-mean', float('nan')), 'pct')} "
+            f"| {_fmt(s.get('accuracy-worst-decile', float('nan')), 'pct')} | {_fmt(s['majority-class-rate-mean'], 'pct')} "
+            f"| {_fmt(s['compression-mean'], 'pct')} | {_fmt(s['bytes-up-per-round'], 'bytes')} "
+            f"| {_fmt(s['bytes-down-per-round'], 'bytes')} |"
+        )
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,164 @@
+"""Training and evaluation on in-memory uint8 arrays, with pruning masks kept enforced."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fedhei.data import Split
+from fedhei.models import input_size
+
+MEAN = torch.tensor([0.4914, 0.4822, 0.4465]).view(1, 3, 1, 1)
+STD = torch.tensor([0.2470, 0.2435, 0.2616]).view(1, 3, 1, 1)
+
+Masks = Mapping[str, torch.Tensor]
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    epochs: float = 1.0
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    augment: bool = True
+    # Caps the optimizer steps, so a scenario can bound a client's work on large shards.
+    max_steps: int | None = None
+
+
+class ArrayBatches:
+    """Mini-batches over a subset of a :class:`Split`, converted to normalized float tensors.
+
+    Images stay uint8 until a batch is drawn, so a shard costs 3 KB per image in memory.
+    """
+
+    def __init__(self, split: Split, indices: np.ndarray | None = None, image_size: int = 32) -> None:
+        chosen = np.arange(len(split)) if indices is None else np.asarray(indices)
+        self.images = torch.from_numpy(np.ascontiguousarray(split.images[chosen])).permute(0, 3, 1, 2)
+        self.labels = torch.from_numpy(split.labels[chosen].astype(np.int64))
+        self.image_size = image_size
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def batches(
+        self, batch_size: int, shuffle: bool = False, seed: int = 0, augment: bool = False
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        generator = torch.Generator().manual_seed(seed)
+        order = torch.randperm(len(self), generator=generator) if shuffle else torch.arange(len(self))
+        for start in range(0, len(self), batch_size):
+            index = order[start : start + batch_size]
+            images = self.images[index]
+            if augment:
+                images = _random_crop_flip(images, generator)
+            yield self._to_float(images), self.labels[index]
+
+    def _to_float(self, images: torch.Tensor) -> torch.Tensor:
+        floats = (images.float() / 255.0 - MEAN) / STD
+        if self.image_size != floats.shape[-1]:
+            floats = F.interpolate(floats, size=self.image_size, mode="bilinear", align_corners=False)
+        return floats
+
+
+def _random_crop_flip(images: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
+    """The standard CIFAR augmentation: a random 32x32 crop of the 4-pixel-padded image, and a flip."""
+    padded = F.pad(images, (pad, pad, pad, pad), mode="replicate")
+    size = images.shape[-1]
+    offsets = torch.randint(0, 2 * pad + 1, (len(images), 2), generator=generator)
+    flips = torch.rand(len(images), generator=generator) < 0.5
+    out = torch.empty_like(images)
+    for row, ((dy, dx), flip) in enumerate(zip(offsets.tolist(), flips.tolist(), strict=True)):
+        crop = padded[row, :, dy : dy + size, dx : dx + size]
+        out[row] = crop.flip(-1) if flip else crop
+    return out
+
+
+def batches_for(model: nn.Module, split: Split, indices: np.ndarray | None = None) -> ArrayBatches:
+    """Batches sized for the model's input (CIFAR images are resized for 224-pixel ViTs)."""
+    return ArrayBatches(split, indices, image_size=input_size(model))
+
+
+def apply_masks(model: nn.Module, masks: Masks | None) -> None:
+    """Zero every pruned weight; called after each optimizer step so pruned stays pruned."""
+    if not masks:
+        return
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, mask in masks.items():
+            params[name].mul_(mask.to(params[name].device, params[name].dtype))
+
+
+def train(
+    model: nn.Module,
+    data: ArrayBatches,
+    settings: TrainSettings,
+    masks: Masks | None = None,
+    seed: int = 0,
+    device: torch.device | None = None,
+    trainable: set[str] | None = None,
+    on_step: Callable[[int, int, float], None] | None = None,
+) -> dict[str, float]:
+    """AdamW with a cosine schedule over ``settings.epochs`` (fractions allowed).
+
+    ``trainable`` limits which parameters move (FedRep trains head and body in turns).
+    ``on_step(step, total_steps, loss)`` drives a progress display.
+    Returns the mean training loss and the number of examples seen.
+    """
+    device = device or next(model.parameters()).device
+    model.to(device).train()
+    params = [p for n, p in model.named_parameters() if trainable is None or n in trainable]
+    if not params or len(data) == 0:
+        return {"train-loss": float("nan"), "examples": 0.0}
+    steps_per_epoch = math.ceil(len(data) / settings.batch_size)
+    total_steps = max(1, math.ceil(settings.epochs * steps_per_epoch))
+    if settings.max_steps is not None:
+        total_steps = min(total_steps, settings.max_steps)
+    optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
+    apply_masks(model, masks)
+    losses, seen, step, epoch = [], 0, 0, 0
+    while step < total_steps:
+        for images, labels in data.batches(settings.batch_size, shuffle=True, seed=seed + epoch, augment=settings.augment):
+            loss = F.cross_entropy(model(images.to(device)), labels.to(device))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            apply_masks(model, masks)
+            losses.append(loss.item())
+            seen += len(labels)
+            step += 1
+            if on_step is not None:
+                on_step(step, total_steps, losses[-1])
+            if step >= total_steps:
+                break
+        epoch += 1
+    return {"train-loss": float(np.mean(losses)), "examples": float(seen)}
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data: ArrayBatches, batch_size: int = 256, device: torch.device | None = None) -> dict[str, float]:
+    """Accuracy and mean loss; an empty split gives NaN rather than a fake zero."""
+    device = device or next(model.parameters()).device
+    model.to(device).eval()
+    correct, total, loss_sum = 0, 0, 0.0
+    for images, labels in data.batches(batch_size):
+        logits = model(images.to(device))
+        labels = labels.to(device)
+        loss_sum += F.cross_entropy(logits, labels, reduction="sum").item()
+        correct += int((logits.argmax(dim=1) == labels).sum().item())
+        total += len(labels)
+    if total == 0:
+        return {"accuracy": float("nan"), "loss": float("nan"), "examples": 0.0}
+    return {"accuracy": correct / total, "loss": loss_sum / total, "examples": float(total)}

@@ -1,0 +1,11 @@
+"""FedRep (Collins et al. 2021): train the personal head first with the body frozen, then the shared body."""
+
+from __future__ import annotations
+
+from fedhei.policy import ClientPolicy, Sharing
+from strategies.base import PersonalizedStrategy
+
+
+class FedRep(PersonalizedStrategy):
+    name = "fedrep"
+    policy = ClientPolicy(sharing=Sharing.BODY, head_epochs=1.0)

@@ -1,0 +1,30 @@
+"""Shared fixtures: an isolated cache per test session, and the real data when this machine has it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fedhei.data import _SHARED_TARBALL
+
+REPO = Path(__file__).resolve().parents[1]
+REAL_TARBALL = (REPO / _SHARED_TARBALL).resolve()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Tests never read or write the user's ~/.cache/fedhei."""
+    root = tmp_path_factory.mktemp("fedhei-cache")
+    patcher = pytest.MonkeyPatch()
+    patcher.setenv("FEDHEI_CACHE", str(root))
+    patcher.delenv("FEDHEI_CIFAR10", raising=False)
+    yield root
+    patcher.undo()
+
+
+@pytest.fixture(scope="session")
+def real_tarball() -> Path:
+    if not REAL_TARBALL.is_file():
+        pytest.skip(f"real CIFAR-10 JPEG tarball not found at {REAL_TARBALL} (only on machines with ../shared/data)")
+    return REAL_TARBALL

@@ -1,0 +1,78 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fedhei.errors import FedheiError
+from fedhei.partition import PartitionKind, PartitionSpec, make_partition, majority_class_rate
+
+# The label layout of CIFAR-10: 5,000 training and 1,000 test images per class.
+TRAIN_LABELS = np.repeat(np.arange(10), 5000)
+TEST_LABELS = np.repeat(np.arange(10), 1000)
+
+
+@pytest.fixture(scope="module")
+def dirichlet_split():
+    return make_partition(TRAIN_LABELS, TEST_LABELS, PartitionSpec(num_clients=20, alpha=0.1, seed=7))
+
+
+def test_every_training_image_lands_in_exactly_one_client_or_the_public_slice(dirichlet_split) -> None:
+    everything = np.concatenate([*dirichlet_split.train_indices, dirichlet_split.public_indices])
+    assert len(everything) == len(TRAIN_LABELS)
+    assert np.array_equal(np.sort(everything), np.arange(len(TRAIN_LABELS)))
+    assert len(dirichlet_split.public_indices) == 5000
+    assert np.array_equal(np.bincount(TRAIN_LABELS[dirichlet_split.public_indices]), np.full(10, 500))
+
+
+def test_same_seed_same_split_and_another_seed_another(dirichlet_split) -> None:
+    again = make_partition(TRAIN_LABELS, TEST_LABELS, PartitionSpec(num_clients=20, alpha=0.1, seed=7))
+    other = make_partition(TRAIN_LABELS, TEST_LABELS, PartitionSpec(num_clients=20, alpha=0.1, seed=8))
+    for ours, theirs in zip(dirichlet_split.train_indices, again.train_indices, strict=True):
+        assert np.array_equal(ours, theirs)
+    for ours, theirs in zip(dirichlet_split.test_indices, again.test_indices, strict=True):
+        assert np.array_equal(ours, theirs)
+    assert any(not np.array_equal(a, b) for a, b in zip(dirichlet_split.train_indices, other.train_indices, strict=False))
+
+
+def test_alpha_point_one_is_strongly_skewed(dirichlet_split) -> None:
+    shares = dirichlet_split.label_counts.max(axis=1) / dirichlet_split.label_counts.sum(axis=1)
+    assert np.median(shares) > 0.4
+
+
+def test_each_client_test_split_follows_its_training_label_proportions(dirichlet_split) -> None:
+    for client, counts in enumerate(dirichlet_split.label_counts):
+        test_counts = np.bincount(TEST_LABELS[dirichlet_split.test_indices[client]], minlength=10)
+        expected = counts * 0.2
+        assert np.all(np.abs(test_counts - expected) <= 0.5 + 1e-9), (client, counts, test_counts)
+        assert len(np.unique(dirichlet_split.test_indices[client])) == len(dirichlet_split.test_indices[client])
+
+
+def test_pathological_gives_each_client_at_most_k_classes() -> None:
+    split = make_partition(TRAIN_LABELS, TEST_LABELS, PartitionSpec(kind=PartitionKind.PATHOLOGICAL, num_clients=20, classes_per_client=2))
+    assert all(np.count_nonzero(counts) <= 2 for counts in split.label_counts)
+    assert all(majority_class_rate(TEST_LABELS[idx]) >= 0.5 for idx in split.test_indices)
+
+
+def test_iid_is_balanced_even_though_the_source_is_sorted_by_class() -> None:
+    split = make_partition(TRAIN_LABELS, TEST_LABELS, PartitionSpec(kind=PartitionKind.IID, num_clients=10))
+    assert split.label_counts.min() > 300
+
+
+@pytest.mark.parametrize(
+    ("spec_kwargs", "message"),
+    [
+        (dict(alpha=0.0), "dirichlet-alpha"),
+        (dict(alpha=-1.0), "dirichlet-alpha"),
+        (dict(num_clients=0), "num-clients"),
+        (dict(public_fraction=1.0), "public-fraction"),
+    ],
+)
+def test_bad_specs_are_user_errors(spec_kwargs: dict, message: str) -> None:
+    with pytest.raises(FedheiError, match=message):
+        PartitionSpec(**spec_kwargs)
+
+
+def test_more_clients_than_images_is_a_user_error() -> None:
+    labels = np.repeat(np.arange(10), 3)
+    with pytest.raises(FedheiError, match="num-clients"):
+        make_partition(labels, labels, PartitionSpec(kind=PartitionKind.IID, num_clients=100, public_fraction=0.0))

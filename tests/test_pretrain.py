@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fedhei.data import make_synthetic
+from fedhei.models import load_checkpoint
+from fedhei.pretrain import PretrainSpec, pretrain
+from fedhei.errors import FedheiError
+
+
+def test_pretrain_on_synthetic_beats_chance_and_is_cached(tmp_path: Path) -> None:
+    data = make_synthetic()
+    spec = PretrainSpec(model="vit-micro", epochs=2, lr=3e-3, all_train=True)
+    first = pretrain(data, spec, out=tmp_path / "base.safetensors")
+    assert not first.cached
+    assert first.test_accuracy > 0.5, f"chance is 0.1; got {first.test_accuracy}"
+    second = pretrain(data, spec)
+    assert second.cached and second.test_accuracy == pytest.approx(first.test_accuracy, abs=1e-6)
+    assert load_checkpoint(tmp_path / "base.safetensors") is not None
+
+
+def test_pretrain_command_writes_a_loadable_base_model(tmp_path: Path) -> None:
+    out = tmp_path / "cli.safetensors"
+    result = subprocess.run(
+        [sys.executable, "-m", "fedhei.cli", "pretrain", "--data", "synthetic", "--model", "vit-micro",
+         "--epochs", "0.2", "--public-fraction", "0.5", "--out", str(out)],
+        capture_output=True, text=True, check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "test accuracy" in result.stdout
+    assert load_checkpoint(out).num_classes == 10
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [(["--model", "vit-huge"], "unknown model"), (["--epochs", "0"], "epochs")],
+)
+def test_bad_pretrain_input_is_one_line_and_nonzero(arguments: list[str], message: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "fedhei.cli", "pretrain", "--data", "synthetic", *arguments],
+        capture_output=True, text=True, check=False,
+    )
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert result.stderr.strip().count("\n") == 0
+
+
+def test_spec_rejects_a_missing_public_slice() -> None:
+    with pytest.raises(FedheiError, match="public"):
+        PretrainSpec(model="vit-micro", public_fraction=0.0)

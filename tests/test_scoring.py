@@ -1,0 +1,185 @@
+"""Layer scorers and role rules: seeded, side-effect free, and right on a planted signal."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from fedhei.errors import FedheiError
+from fedhei.models import create_model, linear_layers
+from fedhei.roles import GENERIC, PERSONALIZED, RoleMap, classify, random_roles, uniform_roles
+from fedhei.scoring import (SCORER_NAMES, LayerScores, SensingScorer, build_scorer, measurement_count,
+                            sensing_matrix)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread() -> Iterator[None]:
+    """Tiny models gain nothing from threads and lose much when the CPU is shared."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def micro() -> nn.Module:
+    torch.manual_seed(0)
+    return create_model("vit-micro")
+
+
+@pytest.fixture(scope="module")
+def calibration() -> list[tuple[torch.Tensor, torch.Tensor]]:
+    generator = torch.Generator().manual_seed(1)
+    return [(torch.randn(16, 3, 32, 32, generator=generator), torch.randint(0, 10, (16,), generator=generator))
+            for _ in range(2)]
+
+
+class Branches(nn.Module):
+    """Logits are the sum of parallel linear branches; only the planted ones carry weight,
+    so the true sensitivity is sparse and known."""
+
+    def __init__(self, planted: set[int], count: int = 16, features: int = 24, classes: int = 10) -> None:
+        super().__init__()
+        generator = torch.Generator().manual_seed(0)
+        self.branches = nn.ModuleList(nn.Linear(features, classes, bias=False) for _ in range(count))
+        with torch.no_grad():
+            for index, branch in enumerate(self.branches):
+                scale = 1.0 if index in planted else 1e-3
+                branch.weight.copy_(scale * torch.randn(classes, features, generator=generator))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return torch.stack([branch(features) for branch in self.branches]).sum(dim=0)
+
+
+def planted_calibration(model: nn.Module) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    features = torch.randn(128, 24, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        labels = model(features).argmax(dim=1)
+    return [(features[:64], labels[:64]), (features[64:], labels[64:])]
+
+
+def test_sensing_recovers_planted_roles_with_half_the_measurements() -> None:
+    model = Branches(planted={2, 9})
+    calibration = planted_calibration(model)
+    layers = len(linear_layers(model))
+    exhaustive = build_scorer("exhaustive")(model, calibration, seed=0)
+    truth = classify(exhaustive, "top-fraction", 2 / layers)
+    assert truth.personalized() == ["branches.2", "branches.9"]
+    for seed in range(3):
+        sensed = SensingScorer(measurements=0.5, density=0.5)(model, calibration, seed=seed)
+        measurements = sensed.forward_passes // len(calibration) - 1
+        assert measurements <= layers // 2
+        assert sensed.forward_passes < exhaustive.forward_passes / 2 + len(calibration)
+        assert classify(sensed, "top-fraction", 2 / layers).roles == truth.roles
+
+
+@pytest.mark.parametrize("name", SCORER_NAMES)
+def test_scorers_are_seeded_and_leave_the_model_as_it_was(name: str, micro: nn.Module, calibration: list) -> None:
+    before = {key: value.clone() for key, value in micro.state_dict().items()}
+    micro.train()
+    scorer = build_scorer(name, measurements=0.5)
+    first, again = scorer(micro, calibration, seed=3), scorer(micro, calibration, seed=3)
+    np.testing.assert_array_equal(first.scores, again.scores)
+    assert first.layers == tuple(layer.name for layer in linear_layers(micro))
+    assert np.isfinite(first.scores).all() and first.scorer == name
+    assert micro.training
+    assert all(torch.equal(before[key], value) for key, value in micro.state_dict().items())
+    assert all(param.grad is None for param in micro.parameters())
+
+
+def test_perturbation_scorers_depend_on_the_seed(micro: nn.Module, calibration: list) -> None:
+    for name in ("exhaustive", "sensing"):
+        scorer = build_scorer(name)
+        assert not np.array_equal(scorer(micro, calibration, seed=0).scores, scorer(micro, calibration, seed=1).scores)
+
+
+def test_forward_passes_are_counted(micro: nn.Module, calibration: list) -> None:
+    layers, batches = len(linear_layers(micro)), len(calibration)
+    assert build_scorer("exhaustive")(micro, calibration, 0).forward_passes == (layers + 1) * batches
+    assert build_scorer("sensing", measurements=0.25)(micro, calibration, 0).forward_passes == (4 + 1) * batches
+    assert build_scorer("sensing", measurements=6)(micro, calibration, 0).forward_passes == (6 + 1) * batches
+    assert build_scorer("fisher")(micro, calibration, 0).forward_passes == batches
+    assert build_scorer("activation")(micro, calibration, 0).forward_passes == batches
+    assert build_scorer("magnitude")(micro, calibration, 0).forward_passes == 0
+
+
+def test_single_signal_scorers_see_what_they_measure(calibration: list) -> None:
+    torch.manual_seed(0)
+    model = create_model("vit-micro")
+    names = [layer.name for layer in linear_layers(model)]
+    modules = dict(model.named_modules())
+    with torch.no_grad():
+        modules["blocks.2.mlp.fc1"].weight.mul_(20.0)
+        modules["blocks.1.attn.qkv"].weight.fill_(0.01)
+        modules["blocks.1.mlp.fc2"].weight.zero_()
+    magnitude = build_scorer("magnitude")(model, calibration, 0).scores
+    entropy = build_scorer("weight-entropy")(model, calibration, 0).scores
+    activation = build_scorer("activation")(model, calibration, 0).scores
+    fisher = build_scorer("fisher")(model, calibration, 0).scores
+    assert names[int(np.argmax(magnitude))] == "blocks.2.mlp.fc1"
+    assert names[int(np.argmax(activation))] == "blocks.2.mlp.fc1"
+    # All weights equal: one histogram bin, no information.
+    assert entropy[names.index("blocks.1.attn.qkv")] == 0.0 < entropy.min(initial=np.inf, where=entropy > 0)
+    # fc2 zeroed: nothing that fc1 computes reaches the loss, so its gradient is zero.
+    assert fisher[names.index("blocks.1.mlp.fc1")] == 0.0 and (np.delete(fisher, names.index("blocks.1.mlp.fc1")) > 0).all()
+
+
+def test_build_scorer_rejects_bad_names_and_settings() -> None:
+    with pytest.raises(FedheiError, match="unknown scorer 'nope'.*sensing"):
+        build_scorer("nope")
+    with pytest.raises(FedheiError, match="signal"):
+        build_scorer("sensing", signal="accuracy")
+    with pytest.raises(FedheiError, match="solver"):
+        build_scorer("sensing", solver="magic")
+    with pytest.raises(FedheiError, match="prob"):
+        build_scorer("exhaustive", prob=1.0)
+    with pytest.raises(FedheiError, match="measurements"):
+        build_scorer("sensing", measurements=2.5)
+
+
+def test_empty_calibration_is_a_user_error(micro: nn.Module) -> None:
+    with pytest.raises(FedheiError, match="calibration"):
+        build_scorer("exhaustive")(micro, [], seed=0)
+
+
+def test_measurement_count_and_sensing_matrix() -> None:
+    assert measurement_count(0.5, 17) == 8
+    assert measurement_count(0.01, 17) == 1
+    assert measurement_count(1.0, 25) == 25
+    assert measurement_count(30, 25) == 30
+    matrix = sensing_matrix(8, 16, 0.25, np.random.default_rng(0))
+    assert set(np.unique(matrix)) <= {0.0, 1.0}
+    assert (matrix.sum(axis=0) == 2).all()
+    assert len({tuple(column) for column in matrix.T}) == 16
+
+
+def test_role_rules() -> None:
+    scores = LayerScores(("a", "b", "c", "d"), np.array([0.2, 1.0, -0.5, 0.6]), 0, "test")
+    assert classify(scores, "top-fraction", 0.5).personalized() == ["b", "d"]
+    assert classify(scores, "relative", 0.5).personalized() == ["b", "d"]
+    assert classify(scores, "relative", 0.1).personalized() == ["a", "b", "d"]
+    # Min-max normalized: the negative score counts as 0, so a sits at 0.2 and d at 0.6.
+    assert classify(scores, "absolute", 0.5).personalized() == ["b", "d"]
+    assert classify(scores, "absolute", 0.1).personalized() == ["a", "b", "d"]
+    nothing = LayerScores(("a", "b"), np.array([-1.0, 0.0]), 0, "test")
+    assert classify(nothing, "relative", 0.0).personalized() == []
+    with pytest.raises(FedheiError, match="role rule"):
+        classify(scores, "median", 0.5)
+    with pytest.raises(FedheiError, match="threshold"):
+        classify(scores, "relative", 1.5)
+
+
+def test_role_maps_round_trip_and_baselines() -> None:
+    scores = LayerScores(("a", "b", "c", "d"), np.array([0.2, 1.0, 0.1, 0.6]), 0, "test")
+    roles = classify(scores, "top-fraction", 0.25)
+    assert RoleMap.from_dict(roles.to_dict()) == roles
+    assert roles.generic() == ["a", "c", "d"] and roles.roles["b"] == PERSONALIZED
+    drawn = random_roles(roles.layers, 2, seed=4)
+    assert len(drawn.personalized()) == 2 and drawn == random_roles(roles.layers, 2, seed=4)
+    assert set(uniform_roles(roles.layers).roles.values()) == {GENERIC}
+    with pytest.raises(FedheiError, match="role map"):
+        RoleMap.from_dict({"layers": ["a"], "scores": [1.0], "rule": "x", "threshold": 0.1, "roles": {"a": "odd"}})

@@ -1,0 +1,76 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from flwr.app import Context, RecordDict
+
+from clients.state import ContextStateStore, DiskStateStore
+from fedhei.client_logic import ClientState
+from fedhei.roles import GENERIC, PERSONALIZED, RoleMap
+from fedhei.wire import UpdateError, decode, encode, masked_average, nbytes
+
+
+def test_sparse_encoding_round_trips_and_costs_a_bit_per_pruned_weight() -> None:
+    rng = np.random.default_rng(0)
+    weight = rng.normal(size=(64, 32)).astype(np.float32)
+    keep = rng.random((64, 32)) > 0.7
+    weight[~keep] = 0
+    encoded = encode({"w": weight, "b": np.ones(64, dtype=np.float32)}, {"w": keep})
+    decoded = decode(encoded, {"w": (64, 32), "b": (64,)})
+    np.testing.assert_array_equal(decoded["w"].values, weight)
+    np.testing.assert_array_equal(decoded["w"].keep, keep)
+    assert decoded["b"].keep.all()
+    assert nbytes(encoded) == 4 * int(keep.sum()) + 64 * 32 // 8 + 4 * 64
+
+
+def test_decode_refuses_values_that_disagree_with_their_mask() -> None:
+    encoded = encode({"w": np.ones((2, 4), dtype=np.float32)}, {"w": np.ones((2, 4), dtype=bool)})
+    encoded["w::values"] = encoded["w::values"][:-1]
+    with pytest.raises(UpdateError, match="values for 8 kept"):
+        decode(encoded, {"w": (2, 4)})
+
+
+def test_masked_average_weighs_by_examples_over_keepers_only() -> None:
+    current = {"w": np.array([5.0, 5.0, 5.0], dtype=np.float32)}
+    first = decode(encode({"w": np.array([1.0, 0.0, 0.0])}, {"w": np.array([1, 0, 0], bool)}), {"w": (3,)})
+    second = decode(encode({"w": np.array([3.0, 2.0, 0.0])}, {"w": np.array([1, 1, 0], bool)}), {"w": (3,)})
+    merged = masked_average(current, [(1.0, first), (3.0, second)])
+    np.testing.assert_allclose(merged["w"], [(1 * 1 + 3 * 3) / 4, 2.0, 5.0])
+
+
+def _state() -> ClientState:
+    roles = RoleMap(("a", "b"), (0.9, 0.1), "top-fraction", 0.5, {"a": PERSONALIZED, "b": GENERIC})
+    return ClientState(
+        personal={"a.weight": torch.randn(3, 2), "a.bias": torch.randn(3)},
+        masks={"b.weight": torch.tensor([[True, False], [False, True]])},
+        roles=roles,
+        step=2,
+        classified_round=1,
+        rounds_trained=2,
+    )
+
+
+def _assert_same(loaded: ClientState, original: ClientState) -> None:
+    assert loaded.roles == original.roles and loaded.step == 2 and loaded.rounds_trained == 2
+    for name, value in original.personal.items():
+        assert torch.equal(loaded.personal[name], value)
+    assert torch.equal(loaded.masks["b.weight"], original.masks["b.weight"])
+
+
+def test_context_store_survives_a_rebuilt_client_app() -> None:
+    context = Context(run_id=1, node_id=7, node_config={"partition-id": 0}, state=RecordDict(), run_config={})
+    assert ContextStateStore(context).load() is None
+    original = _state()
+    ContextStateStore(context).save(original)
+    _assert_same(ContextStateStore(context).load(), original)
+
+
+def test_disk_store_writes_one_file_per_client_and_reads_it_back(tmp_path: Path) -> None:
+    original = _state()
+    DiskStateStore(tmp_path, 3).save(original)
+    assert [p.name for p in tmp_path.iterdir()] == ["client-3.safetensors"]
+    _assert_same(DiskStateStore(tmp_path, 3).load(), original)
+    assert DiskStateStore(tmp_path, 4).load() is None
