@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import sys
 from itertools import islice
 from pathlib import Path
@@ -66,8 +65,8 @@ def _agreement(ours: RoleMap, theirs: RoleMap) -> float:
 
 def _references(exhaustive: list[LayerScores], rules: list[tuple[str, float]], seeds: int) -> list[dict[str, Any]]:
     """What the agreement figures mean: exhaustive against itself on the next seed (its
-    own noise: the most sensing can hope for) and random roles with as many
-    personalized layers as the reference (chance)."""
+    own noise: the most sensing can hope for), random roles with as many personalized
+    layers as the reference (chance), and a free positional guess."""
     layers = exhaustive[0].layers
     names = [f"{rule} {threshold:g}" for rule, threshold in rules]
     rows = []
@@ -86,6 +85,13 @@ def _references(exhaustive: list[LayerScores], rules: list[tuple[str, float]], s
     correlation = [spearmanr(np.random.default_rng([seed, 11]).random(len(layers)), exhaustive[seed].scores).statistic
                    for seed in range(seeds)]
     rows.append(("random roles", 0, agreement, correlation, 0))
+    # Earlier layers first: a guess that costs nothing, and the order in which the role
+    # rules break ties, so a scorer that leaves many exact zeros leans on it.
+    position = LayerScores(layers, -np.arange(len(layers), dtype=float), 0, "position")
+    agreement = {name: [_agreement(classify(position, rule, threshold), classify(exhaustive[seed], rule, threshold))
+                        for seed in range(seeds)] for name, (rule, threshold) in zip(names, rules, strict=True)}
+    correlation = [spearmanr(position.scores, exhaustive[seed].scores).statistic for seed in range(seeds)]
+    rows.append(("earlier layers first", 0, agreement, correlation, 0))
     return [{"fraction": label, "measurements": count,
              "agreement": {name: float(np.mean(values)) for name, values in agreement.items()},
              "agreement-worst-seed": {name: float(np.min(values)) for name, values in agreement.items()},

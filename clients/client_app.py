@@ -14,7 +14,7 @@ from pathlib import Path
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from clients.state import open_store
+from clients.state import StateStore, open_store
 from fedhei.client_logic import ClientJob, evaluate_round, finalize, train_round
 from fedhei.config import Scenario
 from fedhei.policy import ClientPolicy
@@ -34,9 +34,10 @@ def _job(message: Message, context: Context) -> ClientJob:
     )
 
 
-def _store(job: ClientJob, context: Context, message: Message):
-    state_dir = job.scenario.state_dir or str(Path(str(message.content["config"]["run-dir"])) / "state")
-    return open_store(job.scenario.state_store, context, Path(state_dir), job.client_id)
+def _store(job: ClientJob, context: Context, message: Message) -> StateStore:
+    """The client's state store; disk state sits under the run id, so a rerun never inherits it."""
+    root = Path(job.scenario.state_dir) if job.scenario.state_dir else Path(str(message.content["config"]["run-dir"])) / "state"
+    return open_store(job.scenario.state_store, context, root / str(context.run_id), job.client_id)
 
 
 def _global_arrays(message: Message) -> dict:

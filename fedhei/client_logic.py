@@ -8,8 +8,9 @@ deployment engine and in plain unit tests.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +81,9 @@ class ClientJob:
     server_round: int
     # With shared-layers = "consensus": the generic layers every client agreed on.
     consensus_generic: tuple[str, ...] | None = None
+    # The final export: take the schedule's remaining steps at once, so every user's
+    # model reaches its target ratio even if the server sampled it too rarely.
+    complete_schedule: bool = False
 
     @property
     def seed(self) -> int:
@@ -115,18 +119,21 @@ def client_data(scenario: Scenario, client_id: int, model: nn.Module) -> ClientD
     )
 
 
-def _load_global(scenario: Scenario, global_arrays: Arrays) -> nn.Module:
-    model = create_model(scenario.model)
-    state = {name: torch.from_numpy(np.array(value, copy=True)) for name, value in global_arrays.items()}
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if unexpected:
-        raise FedheiError(f"the server sent parameters {unexpected[:3]} that {scenario.model} does not have")
-    return model
-
-
 def _merge(job: ClientJob, global_arrays: Arrays, state: ClientState | None) -> nn.Module:
-    """The global model with this client's personal parameters restored and its masks applied."""
-    model = _load_global(job.scenario, global_arrays)
+    """The global model with this client's personal parameters restored and its masks applied.
+
+    A returning client receives only the shared parameters; whatever the server left out
+    must come from this client's state, or the model would hold random weights.
+    """
+    model = create_model(job.scenario.model)
+    received = {name: torch.from_numpy(np.array(value, copy=True)) for name, value in global_arrays.items()}
+    missing, unexpected = model.load_state_dict(received, strict=False)
+    if unexpected:
+        raise FedheiError(f"the server sent parameters {unexpected[:3]} that {job.scenario.model} does not have")
+    uncovered = set(missing) - set(state.personal if state is not None else ())
+    if uncovered:
+        raise FedheiError(f"client {job.client_id} has no local value for {sorted(uncovered)[:3]}: the server sent a "
+                          "partial model but this client's state is missing (was its state store cleared?)")
     if state is not None:
         with torch.no_grad():
             params = dict(model.named_parameters())
@@ -136,21 +143,29 @@ def _merge(job: ClientJob, global_arrays: Arrays, state: ClientState | None) -> 
     return model.to(pick_device(job.scenario.device))
 
 
-def _roles(job: ClientJob, model: nn.Module, data: ClientData, state: ClientState | None) -> tuple[RoleMap, int]:
-    """Current roles and the forward passes spent finding them (0 when reused)."""
+@dataclass(frozen=True)
+class RoleDecision:
+    roles: RoleMap
+    # Forward passes the scorer spent; 0 when the roles were reused or given.
+    forward_passes: int
+    # True when the layers were scored this round (restarts the reclassify-every clock).
+    scored: bool
+
+
+def _roles(job: ClientJob, model: nn.Module, data: ClientData, state: ClientState | None) -> RoleDecision:
     layers = [layer.name for layer in linear_layers(model)]
     if job.policy.pruning is Pruning.UNIFORM:
-        return uniform_roles(layers), 0
+        return RoleDecision(uniform_roles(layers), 0, scored=False)
     if job.consensus_generic is not None:
         generic = set(job.consensus_generic)
         roles = {name: GENERIC if name in generic else PERSONALIZED for name in layers}
         scores = state.roles.scores if state and state.roles else tuple(0.0 for _ in layers)
-        return RoleMap(tuple(layers), tuple(scores), "consensus", 0.0, roles), 0
+        return RoleDecision(RoleMap(tuple(layers), tuple(scores), "consensus", 0.0, roles), 0, scored=False)
     every = job.scenario.reclassify_every
     due = state is None or state.roles is None or (every > 0 and job.server_round - state.classified_round >= every)
     if not due:
         assert state is not None and state.roles is not None
-        return state.roles, 0
+        return RoleDecision(state.roles, 0, scored=False)
     scenario = job.scenario
     scorer = build_scorer(
         scenario.scorer,
@@ -159,9 +174,9 @@ def _roles(job: ClientJob, model: nn.Module, data: ClientData, state: ClientStat
         measurements=scenario.sensing_measurements,
         solver=scenario.sensing_solver,
     )
-    calibration = list(data.train.batches(scenario.batch_size, shuffle=True, seed=job.seed))[: scenario.calibration_batches]
+    calibration = list(islice(data.train.batches(scenario.batch_size, shuffle=True, seed=job.seed), scenario.calibration_batches))
     scores = scorer(model, calibration, seed=job.seed)
-    return classify(scores, scenario.role_rule, scenario.role_threshold), scores.forward_passes
+    return RoleDecision(classify(scores, scenario.role_rule, scenario.role_threshold), scores.forward_passes, scored=True)
 
 
 def _train_locally(job: ClientJob, model: nn.Module, data: ClientData, masks: dict[str, torch.Tensor]) -> dict[str, float]:
@@ -169,8 +184,6 @@ def _train_locally(job: ClientJob, model: nn.Module, data: ClientData, masks: di
     names = {name for name, _ in model.named_parameters()}
     head = {name for name in names if name.startswith(HEAD_PREFIX)}
     if job.policy.head_epochs > 0:
-        from dataclasses import replace
-
         train(model, data.train, replace(settings, epochs=job.policy.head_epochs), masks, seed=job.seed, trainable=head)
         return train(model, data.train, settings, masks, seed=job.seed + 1, trainable=names - head)
     return train(model, data.train, settings, masks, seed=job.seed)
@@ -183,13 +196,13 @@ def train_round(job: ClientJob, global_arrays: Arrays, state: ClientState | None
     """
     model = _merge(job, global_arrays, state)
     data = client_data(job.scenario, job.client_id, model)
-    roles, forward_passes = (None, 0)
+    decision = _roles(job, model, data, state) if job.policy.uses_roles else None
+    roles = decision.roles if decision else None
+    forward_passes = decision.forward_passes if decision else 0
     masks: dict[str, torch.Tensor] = {}
     step = 0
-    if job.policy.uses_roles:
-        roles, forward_passes = _roles(job, model, data, state)
     if job.policy.pruning is not Pruning.NONE and roles is not None:
-        step = min((state.step if state else 0) + 1, job.scenario.pruning_steps)
+        step = job.scenario.pruning_steps if job.complete_schedule else min((state.step if state else 0) + 1, job.scenario.pruning_steps)
         targets = layer_ratios(roles, job.scenario.prob, job.scenario.personal_factor)
         ratios = {name: cubic_ratio(target, step, job.scenario.pruning_steps) for name, target in targets.items()}
         masks = magnitude_masks(model, ratios)
@@ -205,7 +218,7 @@ def train_round(job: ClientJob, global_arrays: Arrays, state: ClientState | None
         masks={name: mask.cpu().bool() for name, mask in masks.items()},
         roles=roles,
         step=step,
-        classified_round=job.server_round if forward_passes else (state.classified_round if state else job.server_round),
+        classified_round=job.server_round if decision is None or decision.scored or state is None else state.classified_round,
         rounds_trained=(state.rounds_trained if state else 0) + 1,
     )
     report = compression(model, masks)
@@ -236,12 +249,14 @@ def evaluate_round(job: ClientJob, global_arrays: Arrays, state: ClientState | N
 def finalize(job: ClientJob, global_arrays: Arrays, state: ClientState | None, run_dir: Path) -> dict[str, float]:
     """Build, evaluate and export this user's final compressed model with its manifest.
 
-    A client the server never sampled first adapts on arrival (one local round), and
-    FedAvg-FT fine-tunes the global model here, so every user ends with a model of its own.
+    A client the server never sampled adapts on arrival (one local round), a client whose
+    pruning schedule is unfinished takes its last step now (with its local fine-tuning),
+    and FedAvg-FT fine-tunes the global model here, so every user ends with a model of its own.
     """
     needs_local_state = job.policy.sharing is not Sharing.ALL or job.policy.pruning is not Pruning.NONE
-    if state is None and needs_local_state:
-        _, _, state = train_round(job, global_arrays, None)
+    unfinished = job.policy.pruning is not Pruning.NONE and (state is None or state.step < job.scenario.pruning_steps)
+    if (state is None and needs_local_state) or unfinished:
+        _, _, state = train_round(replace(job, complete_schedule=True), global_arrays, state)
     model = _merge(job, global_arrays, state)
     data = client_data(job.scenario, job.client_id, model)
     if job.policy.finetune_before_eval:

@@ -104,11 +104,19 @@ class Config:
 
 
 def _validate(args: argparse.Namespace) -> list[float]:
+    """Check everything that can be checked before minutes of training; returns the probs."""
     from fedhei.errors import FedheiError
+    from fedhei.roles import RULES
 
     probs = [p for group in (args.prob or [[0.5]]) for p in group]
     if not probs or any(not 0 < p < 1 for p in probs):
         raise FedheiError(f"--prob must be one or more ratios in (0, 1); got {probs}")
+    if args.role_rule not in RULES:
+        raise FedheiError(f"unknown role rule '{args.role_rule}'; choose one of: {', '.join(RULES)}")
+    if not 0 <= args.role_threshold <= 1:
+        raise FedheiError(f"--role-threshold is {args.role_threshold}; it must be in [0, 1]")
+    if not 0 <= args.personal_factor <= 1:
+        raise FedheiError(f"--personal-factor is {args.personal_factor}; it must be in [0, 1]")
     if args.steps < 1:
         raise FedheiError(f"--steps is {args.steps}; it must be at least 1 (1 is one-shot)")
     if args.calibration_batches < 1:
@@ -150,8 +158,8 @@ def _user_data(data: Any, args: argparse.Namespace) -> UserData:
             raise FedheiError(f"--client is {args.client}; the partition has clients 0..{args.clients - 1}")
         partition = make_partition(data.train.labels, data.test.labels, spec)
         train, test = partition.train_indices[args.client], partition.test_indices[args.client]
-        description = f"client {args.client} of {args.partition} {args.clients}" + (
-            f" (alpha {args.alpha:g})" if args.partition == "dirichlet" else "")
+        detail = f"dirichlet, alpha {args.alpha:g}" if args.partition == "dirichlet" else args.partition
+        description = f"client {args.client} of {args.clients} ({detail})"
     if args.max_train and len(train) > args.max_train:
         train = np.sort(np.random.default_rng([args.seed, 3]).choice(train, size=args.max_train, replace=False))
     if len(train) == 0 or len(test) == 0:

@@ -79,3 +79,13 @@ def personal_parameters(policy: ClientPolicy, parameter_names: Iterable[str], pe
 def _in_layers(layers: Iterable[str]):
     owners = set(layers)
     return lambda name: name.rsplit(".", 1)[0] in owners
+
+
+def shared_parameters(policy: ClientPolicy, parameter_names: Iterable[str]) -> set[str]:
+    """What the server must still send to a client that has trained before.
+
+    Per-client roles (FedHEI) are known only to the client, so under ``Sharing.GENERIC``
+    every parameter goes down; the fixed splits send only their shared part.
+    """
+    names = list(parameter_names)
+    return set(names) - personal_parameters(policy, names, personalized_layers=())

@@ -39,6 +39,9 @@ class PretrainSpec:
     all_train: bool = False
 
     def __post_init__(self) -> None:
+        # 30 and 30.0 are the same schedule; the cache key must not tell them apart.
+        for name in ("epochs", "lr", "public_fraction"):
+            object.__setattr__(self, name, float(getattr(self, name)))
         resolve_model_name(self.model)
         if not self.epochs > 0:
             raise FedheiError(f"pretrain epochs is {self.epochs}; it must be > 0")

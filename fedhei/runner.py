@@ -48,7 +48,6 @@ def quiet_flower(verbose: bool) -> None:
     flower.propagate = False
     flower.setLevel(logging.INFO if verbose else logging.WARNING)
     flower.addFilter(_DropDeprecation())
-    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
 
 
 def run_scenario(scenario: Scenario, run_dir: Path) -> dict[str, Any]:
@@ -60,6 +59,8 @@ def run_scenario(scenario: Scenario, run_dir: Path) -> dict[str, Any]:
     from strategies.server_app import server_app_for
 
     resolve_strategy(scenario.strategy)
+    # Keeps Ray's current behaviour for CPU-only actors and silences its warning about the future one.
+    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
     # Data and base model first, in this process: errors surface as one line, and the
     # pre-training progress bar shows here rather than inside the simulation's server thread.
     data = load_cifar10(scenario.data_source or None)

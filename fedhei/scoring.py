@@ -204,10 +204,11 @@ def measurement_count(measurements: float, layers: int) -> int:
 
 def sensing_matrix(rows: int, layers: int, density: float, rng: np.random.Generator) -> np.ndarray:
     """Random 0/1 matrix in which every layer joins the same number of measurements,
-    max(1, round(density * rows)), and no two layers share the same set where the rows
-    allow it: a layer that is never perturbed, or one perturbed exactly with another,
-    cannot be told apart whatever the solver."""
-    per_layer = min(rows, max(1, round(density * rows)))
+    round(density * rows) but at least two (where there are two), and no two layers
+    share the same set where the rows allow it. A layer measured once can only be
+    told apart from the others of its subset by chance, and one perturbed exactly
+    with another not at all, whatever the solver."""
+    per_layer = min(rows, max(2, round(density * rows)))
     matrix = np.zeros((rows, layers))
     seen: set[tuple[int, ...]] = set()
     distinct = math.comb(rows, per_layer)
@@ -293,7 +294,7 @@ class WeightEntropyScorer:
             weight = module.weight.detach().float().flatten().cpu()
             counts = torch.histc(weight, bins=self.bins, min=weight.min().item(), max=weight.max().item())
             probabilities = counts[counts > 0] / counts.sum()
-            scores.append(float(-(probabilities * probabilities.log2()).sum()))
+            scores.append(abs(float((probabilities * probabilities.log2()).sum())))
         return LayerScores(tuple(modules), np.asarray(scores), 0, self.name)
 
 

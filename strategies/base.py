@@ -22,7 +22,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
 from fedhei.config import Scenario
-from fedhei.policy import ClientPolicy
+from fedhei.policy import ClientPolicy, shared_parameters
 from fedhei.progress import console
 from fedhei.results import human_bytes
 from fedhei.wire import DecodedTensor, UpdateError, decode, masked_average
@@ -75,6 +75,8 @@ class PersonalizedStrategy(FedAvg):
         self.rounds: dict[int, RoundLog] = {}
         self.consensus_generic: list[str] | None = None
         self._current: ArrayRecord | None = None
+        # Node ids whose update was accepted once: they hold their own state from then on.
+        self._participants: set[int] = set()
 
     def summary(self) -> None:
         log.info("%s: policy %s, %d clients, %.0f%% per round", type(self).__name__, self.policy.to_config(),
@@ -100,16 +102,31 @@ class PersonalizedStrategy(FedAvg):
         return ConfigRecord(config)
 
     def _messages(self, node_ids: list[int], arrays: ArrayRecord, config: ConfigRecord, message_type: str) -> list[Message]:
-        content = RecordDict({"arrays": arrays, "config": config, "scenario": ConfigRecord(self.scenario.to_mapping())})
-        return [Message(content=content, message_type=message_type, dst_node_id=node) for node in node_ids]
+        """One message per node: the whole model to newcomers, only what the policy shares to the rest.
+
+        A client that has trained keeps its personal parameters itself, so sending them
+        again would only inflate the download; newcomers need the full base model.
+        """
+        scenario = ConfigRecord(self.scenario.to_mapping())
+        shared = shared_parameters(self.policy, arrays.keys())
+        returning = ArrayRecord({name: arrays[name] for name in arrays.keys() if name in shared})
+        return [
+            Message(
+                content=RecordDict({"arrays": returning if node in self._participants else arrays, "config": config, "scenario": scenario}),
+                message_type=message_type,
+                dst_node_id=node,
+            )
+            for node in node_ids
+        ]
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
         self._current = arrays
         nodes = self._sample(grid, self.scenario.fraction_train, server_round, salt=0)
         record = self.rounds.setdefault(server_round, RoundLog(server_round))
+        messages = self._messages(nodes, arrays, self.round_config(server_round), MessageType.TRAIN)
         record.sampled = len(nodes)
-        record.bytes_down = arrays.count_bytes() * len(nodes)
-        return self._messages(nodes, arrays, self.round_config(server_round), MessageType.TRAIN)
+        record.bytes_down = sum(message.content.array_records["arrays"].count_bytes() for message in messages)
+        return messages
 
     def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
         nodes = self._sample(grid, self.fraction_evaluate, server_round, salt=1)
@@ -150,6 +167,7 @@ class PersonalizedStrategy(FedAvg):
                 record.excluded.append({"node": int(node), "reason": str(error)})
                 continue
             accepted_replies.append(reply)
+            self._participants.add(int(node))
             record.bytes_up += reply.content.array_records["arrays"].count_bytes()
         record.aggregated = len(accepted)
         if not accepted:

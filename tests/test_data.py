@@ -108,3 +108,17 @@ def test_missing_source_on_the_command_line_is_one_line_without_traceback(tmp_pa
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0
     assert "Traceback" not in result.stderr and "does not exist" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [(["--alpha", "0"], "dirichlet-alpha is 0.0"), (["--clients", "100000"], "num-clients is 100000")],
+)
+def test_bad_split_on_the_command_line_is_one_line(arguments: list[str], message: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "fedhei.cli", "data", "--data", "synthetic", *arguments],
+        capture_output=True, text=True, check=False,
+    )
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert result.stderr.strip().count("\n") == 0

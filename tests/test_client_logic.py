@@ -1,0 +1,75 @@
+"""The client's round logic without Flower: schedule, masks, what leaves the client."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from fedhei.client_logic import ClientJob, finalize, train_round
+from fedhei.config import Scenario
+from fedhei.errors import FedheiError
+from fedhei.models import create_model
+from fedhei.policy import ClientPolicy, Pruning, Sharing
+from fedhei.wire import VALUES_SUFFIX
+
+SCENARIO = Scenario(
+    data_source="synthetic", model="vit-micro", num_clients=3, dirichlet_alpha=1.0, local_epochs=0.1,
+    batch_size=32, pruning_steps=3, prob=0.6, calibration_batches=1, scorer="magnitude",
+)
+FEDHEI = ClientPolicy(Sharing.GENERIC, Pruning.ROLES)
+
+
+@pytest.fixture(scope="module")
+def base_arrays() -> dict[str, np.ndarray]:
+    torch.manual_seed(0)
+    return {name: value.detach().numpy().copy() for name, value in create_model("vit-micro").named_parameters()}
+
+
+def _pruned_fraction(state, name: str) -> float:
+    return 1.0 - float(state.masks[name].float().mean())
+
+
+def test_the_schedule_steps_up_each_round_and_masks_only_grow(base_arrays) -> None:
+    _, first_metrics, first = train_round(ClientJob(SCENARIO, FEDHEI, 0, 1), base_arrays, None)
+    _, second_metrics, second = train_round(ClientJob(SCENARIO, FEDHEI, 0, 2), base_arrays, first)
+    assert (first.step, second.step) == (1, 2)
+    assert first_metrics["scoring-forward-passes"] == second_metrics["scoring-forward-passes"] == 0
+    assert second.roles == first.roles and second.classified_round == 1
+    generic = first.roles.generic()[0] + ".weight"
+    assert _pruned_fraction(second, generic) > _pruned_fraction(first, generic) > 0
+    assert torch.all(second.masks[generic] <= first.masks[generic])
+
+
+def test_personal_layers_stay_home_and_pruned_layers_travel_sparse(base_arrays) -> None:
+    update, _, state = train_round(ClientJob(SCENARIO, FEDHEI, 1, 1), base_arrays, None)
+    personal_layers = set(state.roles.personalized())
+    assert personal_layers
+    sent_layers = {key.removesuffix(VALUES_SUFFIX).split("::")[0].rsplit(".", 1)[0] for key in update}
+    assert not sent_layers & personal_layers
+    assert all(f"{layer}.weight" in state.personal for layer in personal_layers)
+    assert any(key.endswith(VALUES_SUFFIX) for key in update)
+
+
+def test_reclassify_every_rescores_on_schedule(base_arrays) -> None:
+    scenario = SCENARIO.replace(reclassify_every=2)
+    _, _, state = train_round(ClientJob(scenario, FEDHEI, 0, 1), base_arrays, None)
+    _, _, kept = train_round(ClientJob(scenario, FEDHEI, 0, 2), base_arrays, state)
+    _, _, rescored = train_round(ClientJob(scenario, FEDHEI, 0, 3), base_arrays, kept)
+    assert (state.classified_round, kept.classified_round, rescored.classified_round) == (1, 1, 3)
+
+
+def test_final_export_reaches_the_target_even_for_a_client_never_sampled(tmp_path: Path, base_arrays) -> None:
+    metrics = finalize(ClientJob(SCENARIO, FEDHEI, 2, 5), base_arrays, None, tmp_path)
+    # Generic layers at 0.6, personalized at 0.3: the linear layers lose between the two.
+    assert 0.3 <= metrics["linear-compression"] <= 0.6
+    assert (tmp_path / "clients" / "2" / "model.safetensors").is_file()
+    assert metrics["rounds-trained"] == 1
+
+
+def test_a_partial_model_without_local_state_is_refused(base_arrays) -> None:
+    partial = {name: value for name, value in base_arrays.items() if not name.startswith("head.")}
+    with pytest.raises(FedheiError, match="no local value"):
+        train_round(ClientJob(SCENARIO, ClientPolicy(Sharing.BODY), 0, 1), partial, None)
