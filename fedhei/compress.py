@@ -14,7 +14,10 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
 
 DEFAULT_OUT = Path("runs") / "compress.json"
 
@@ -130,8 +133,10 @@ def _validate(args: argparse.Namespace) -> list[float]:
 
 @dataclass(frozen=True)
 class UserData:
-    train: Any
-    test: Any
+    """Indices into the training and test sets of the one user being compressed."""
+
+    train: np.ndarray
+    test: np.ndarray
     description: str
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -28,3 +31,26 @@ def real_tarball() -> Path:
     if not REAL_TARBALL.is_file():
         pytest.skip(f"real CIFAR-10 JPEG tarball not found at {REAL_TARBALL} (only on machines with ../shared/data)")
     return REAL_TARBALL
+
+
+def _run_fedhei(*arguments: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "fedhei.cli", *arguments], capture_output=True, text=True, check=False)
+
+
+@pytest.fixture
+def fedhei_cli() -> Callable[..., subprocess.CompletedProcess[str]]:
+    """Run the real command line in a fresh process, as a user would."""
+    return _run_fedhei
+
+
+@pytest.fixture
+def expect_one_line_error() -> Callable[..., None]:
+    """Bad input must give exit 2 and one line naming the problem, never a traceback."""
+
+    def check(*arguments: str, message: str) -> None:
+        result = _run_fedhei(*arguments)
+        assert result.returncode == 2, result.stderr
+        assert message in result.stderr and "Traceback" not in result.stderr
+        assert result.stderr.strip().count("\n") == 0, result.stderr
+
+    return check

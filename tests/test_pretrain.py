@@ -1,15 +1,13 @@
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from fedhei.data import make_synthetic
+from fedhei.errors import FedheiError
 from fedhei.models import load_checkpoint
 from fedhei.pretrain import PretrainSpec, pretrain
-from fedhei.errors import FedheiError
 
 
 def test_pretrain_on_synthetic_beats_chance_and_is_cached(tmp_path: Path) -> None:
@@ -23,13 +21,10 @@ def test_pretrain_on_synthetic_beats_chance_and_is_cached(tmp_path: Path) -> Non
     assert load_checkpoint(tmp_path / "base.safetensors") is not None
 
 
-def test_pretrain_command_writes_a_loadable_base_model(tmp_path: Path) -> None:
+def test_pretrain_command_writes_a_loadable_base_model(tmp_path: Path, fedhei_cli) -> None:
     out = tmp_path / "cli.safetensors"
-    result = subprocess.run(
-        [sys.executable, "-m", "fedhei.cli", "pretrain", "--data", "synthetic", "--model", "vit-micro",
-         "--epochs", "0.2", "--public-fraction", "0.5", "--out", str(out)],
-        capture_output=True, text=True, check=False,
-    )
+    result = fedhei_cli("pretrain", "--data", "synthetic", "--model", "vit-micro", "--epochs", "0.2",
+                        "--public-fraction", "0.5", "--out", str(out))
     assert result.returncode == 0, result.stderr
     assert "test accuracy" in result.stdout
     assert load_checkpoint(out).num_classes == 10
@@ -39,14 +34,8 @@ def test_pretrain_command_writes_a_loadable_base_model(tmp_path: Path) -> None:
     ("arguments", "message"),
     [(["--model", "vit-huge"], "unknown model"), (["--epochs", "0"], "epochs")],
 )
-def test_bad_pretrain_input_is_one_line_and_nonzero(arguments: list[str], message: str) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "fedhei.cli", "pretrain", "--data", "synthetic", *arguments],
-        capture_output=True, text=True, check=False,
-    )
-    assert result.returncode == 2
-    assert message in result.stderr and "Traceback" not in result.stderr
-    assert result.stderr.strip().count("\n") == 0
+def test_bad_pretrain_input_is_one_line_and_nonzero(arguments: list[str], message: str, expect_one_line_error) -> None:
+    expect_one_line_error("pretrain", "--data", "synthetic", *arguments, message=message)
 
 
 def test_spec_rejects_a_missing_public_slice() -> None:

@@ -12,8 +12,7 @@ from torch import nn
 from fedhei.errors import FedheiError
 from fedhei.models import create_model, linear_layers
 from fedhei.roles import GENERIC, PERSONALIZED, RoleMap, classify, random_roles, uniform_roles
-from fedhei.scoring import (SCORER_NAMES, LayerScores, SensingScorer, build_scorer, measurement_count,
-                            sensing_matrix)
+from fedhei.scoring import SCORER_NAMES, LayerScores, build_scorer, measurement_count, sensing_matrix
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -70,7 +69,7 @@ def test_sensing_recovers_planted_roles_with_half_the_measurements() -> None:
     truth = classify(exhaustive, "top-fraction", 2 / layers)
     assert truth.personalized() == ["branches.2", "branches.9"]
     for seed in range(3):
-        sensed = SensingScorer(measurements=0.5, density=0.5)(model, calibration, seed=seed)
+        sensed = build_scorer("sensing", measurements=0.5)(model, calibration, seed=seed)
         measurements = sensed.forward_passes // len(calibration) - 1
         assert measurements <= layers // 2
         assert sensed.forward_passes < exhaustive.forward_passes / 2 + len(calibration)
