@@ -23,7 +23,7 @@ from fedhei.config import Scenario
 from fedhei.data import load_cifar10_cached
 from fedhei.errors import FedheiError
 from fedhei.models import count_parameters, create_model, linear_layers, save_checkpoint
-from fedhei.partition import Partition, PartitionSpec, make_partition, majority_class_rate
+from fedhei.partition import Partition, PartitionSpec, majority_class_rate, make_partition
 from fedhei.policy import HEAD_PREFIX, ClientPolicy, Pruning, Sharing, personal_parameters
 from fedhei.pruning import compression, cubic_ratio, layer_ratios, magnitude_masks, save_structured, structured_prune
 from fedhei.roles import GENERIC, PERSONALIZED, RoleMap, classify, uniform_roles

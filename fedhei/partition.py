@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 
 import numpy as np
 
@@ -20,7 +20,7 @@ from fedhei.errors import FedheiError
 logging.getLogger("datasets").setLevel(logging.ERROR)
 
 
-class PartitionKind(str, Enum):
+class PartitionKind(StrEnum):
     IID = "iid"
     DIRICHLET = "dirichlet"
     PATHOLOGICAL = "pathological"

@@ -7,15 +7,15 @@ this in the core lets the client logic be tested without Flower.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 HEAD_PREFIX = "head."
 
 
-class Sharing(str, Enum):
+class Sharing(StrEnum):
     """Which parameters leave the client."""
 
     ALL = "all"  # FedAvg: the whole model
@@ -25,7 +25,7 @@ class Sharing(str, Enum):
     GENERIC = "generic"  # FedHEI: the generic linear layers and the non-linear parameters
 
 
-class Pruning(str, Enum):
+class Pruning(StrEnum):
     NONE = "none"
     ROLES = "roles"  # HEI: ratio by layer role
     UNIFORM = "uniform"  # every linear layer at the same ratio, no roles
@@ -76,7 +76,7 @@ def personal_parameters(policy: ClientPolicy, parameter_names: Iterable[str], pe
     return {name for name in names if is_personal(name)}
 
 
-def _in_layers(layers: Iterable[str]):
+def _in_layers(layers: Iterable[str]) -> Callable[[str], bool]:
     owners = set(layers)
     return lambda name: name.rsplit(".", 1)[0] in owners
 

@@ -34,10 +34,10 @@ def summarize(rounds: Sequence[Mapping[str, Any]], clients: Sequence[Mapping[str
             "compression-mean": mean("compression", clients),
             "params-nonzero-mean": mean("params-nonzero", clients),
             "model-bytes-mean": mean("bytes-on-disk", clients),
-            "bytes-up-per-round": mean("bytes_up", rounds),
-            "bytes-down-per-round": mean("bytes_down", rounds),
-            "bytes-up-total": float(sum(int(r["bytes_up"]) for r in rounds)),
-            "bytes-down-total": float(sum(int(r["bytes_down"]) for r in rounds)),
+            "bytes-up-per-round": mean("bytes-up", rounds),
+            "bytes-down-per-round": mean("bytes-down", rounds),
+            "bytes-up-total": float(sum(int(r["bytes-up"]) for r in rounds)),
+            "bytes-down-total": float(sum(int(r["bytes-down"]) for r in rounds)),
             "excluded-updates": float(sum(len(r["excluded"]) for r in rounds)),
         }
     )
@@ -98,8 +98,8 @@ def render_report(payload: Mapping[str, Any]) -> str:
     ]
     for r in payload["rounds"]:
         lines.append(
-            f"| {r['round']} | {r['sampled']} | {r['aggregated']} | {len(r['excluded'])} | {_fmt(r['bytes_up'], 'bytes')} "
-            f"| {_fmt(r['bytes_down'], 'bytes')} | {_fmt(r['train'].get('train-loss', float('nan')))} "
+            f"| {r['round']} | {r['sampled']} | {r['aggregated']} | {len(r['excluded'])} | {_fmt(r['bytes-up'], 'bytes')} "
+            f"| {_fmt(r['bytes-down'], 'bytes')} | {_fmt(r['train'].get('train-loss', float('nan')))} "
             f"| {_fmt(r['evaluate'].get('accuracy-mean', float('nan')), 'pct')} "
             f"| {_fmt(r['evaluate'].get('accuracy-worst-decile', float('nan')), 'pct')} |"
         )

@@ -10,6 +10,7 @@ A strategy module only says which :class:`ClientPolicy` its clients follow.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 from collections.abc import Iterable
@@ -42,6 +43,10 @@ class RoundLog:
     bytes_up: int = 0
     train: dict[str, float] = field(default_factory=dict)
     evaluate: dict[str, float] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """Kebab-case keys, like every other key in results.json."""
+        return {name.replace("_", "-"): value for name, value in dataclasses.asdict(self).items()}
 
 
 def accuracy_summary(accuracies: Iterable[float]) -> dict[str, float]:

@@ -7,7 +7,6 @@ app in-process with :func:`server_app_for`, so both paths go through
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from pathlib import Path
 
@@ -34,7 +33,7 @@ def run_federation(grid: Grid, scenario: Scenario, run_dir: Path) -> dict:
     strategy = strategy_class(scenario, str(run_dir), fraction_evaluate=scenario.fraction_evaluate)
     result = strategy.start(grid=grid, initial_arrays=initial, num_rounds=scenario.num_server_rounds, timeout=ROUND_TIMEOUT_S)
     clients = strategy.finalize(grid, result.arrays, scenario.num_server_rounds, ROUND_TIMEOUT_S)
-    rounds = [dataclasses.asdict(strategy.rounds[number]) for number in sorted(strategy.rounds)]
+    rounds = [strategy.rounds[number].to_json() for number in sorted(strategy.rounds)]
     payload = {
         "scenario": scenario.to_mapping(),
         "strategy": scenario.strategy,

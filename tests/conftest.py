@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import torch
 
 from fedhei.data import _SHARED_TARBALL
 
@@ -16,7 +17,7 @@ REAL_TARBALL = (REPO / _SHARED_TARBALL).resolve()
 
 
 @pytest.fixture(autouse=True, scope="session")
-def isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """Tests never read or write the user's ~/.cache/fedhei."""
     root = tmp_path_factory.mktemp("fedhei-cache")
     patcher = pytest.MonkeyPatch()
@@ -24,6 +25,15 @@ def isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     patcher.delenv("FEDHEI_CIFAR10", raising=False)
     yield root
     patcher.undo()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def one_thread() -> Iterator[None]:
+    """Tiny models gain nothing from threads and lose much when the CPU is shared."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -15,20 +14,20 @@ from torch import nn
 from fedhei.data import make_synthetic
 from fedhei.errors import FedheiError
 from fedhei.models import count_parameters, create_model, linear_layers, save_checkpoint
-from fedhei.pruning import (compression, cubic_ratio, layer_ratios, load_structured, magnitude_masks,
-                            prune_with_schedule, save_structured, structured_prune, structured_widths,
-                            structured_with_schedule)
+from fedhei.pruning import (
+    compression,
+    cubic_ratio,
+    layer_ratios,
+    load_structured,
+    magnitude_masks,
+    prune_with_schedule,
+    save_structured,
+    structured_prune,
+    structured_widths,
+    structured_with_schedule,
+)
 from fedhei.roles import RoleMap, random_roles, uniform_roles
 from fedhei.train import TrainSettings, batches_for, train
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    """Tiny models gain nothing from threads and lose much when the CPU is shared."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture()

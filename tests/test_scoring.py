@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 import pytest
 import torch
@@ -13,15 +11,6 @@ from fedhei.errors import FedheiError
 from fedhei.models import create_model, linear_layers
 from fedhei.roles import GENERIC, PERSONALIZED, RoleMap, classify, random_roles, uniform_roles
 from fedhei.scoring import SCORER_NAMES, LayerScores, build_scorer, measurement_count, sensing_matrix
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    """Tiny models gain nothing from threads and lose much when the CPU is shared."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")
