@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from collections.abc import Callable
 from typing import Protocol
 
 from flwr.app import ArrayRecord, ConfigRecord, Context
@@ -69,7 +70,7 @@ class DiskStateStore:
 
 
 def open_store(kind: str, context: Context, directory: Path, client_id: int) -> StateStore:
-    stores = {
+    stores: dict[str, Callable[[], StateStore]] = {
         "context": lambda: ContextStateStore(context),
         "disk": lambda: DiskStateStore(directory, client_id),
     }

@@ -40,7 +40,8 @@ def write_with(target: Path | str, writer: Callable[[Path], None], suffix: str =
 
 
 def write_text(target: Path | str, text: str) -> None:
-    write_with(target, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    with atomic_path(target) as tmp:
+        tmp.write_text(text, encoding="utf-8")
 
 
 def write_json(target: Path | str, payload: Any) -> None:

@@ -159,8 +159,8 @@ def _roles(job: ClientJob, model: nn.Module, data: ClientData, state: ClientStat
     if job.consensus_generic is not None:
         generic = set(job.consensus_generic)
         roles = {name: GENERIC if name in generic else PERSONALIZED for name in layers}
-        scores = state.roles.scores if state and state.roles else tuple(0.0 for _ in layers)
-        return RoleDecision(RoleMap(tuple(layers), tuple(scores), "consensus", 0.0, roles), 0, scored=False)
+        last_scores = state.roles.scores if state and state.roles else tuple(0.0 for _ in layers)
+        return RoleDecision(RoleMap(tuple(layers), tuple(last_scores), "consensus", 0.0, roles), 0, scored=False)
     every = job.scenario.reclassify_every
     due = state is None or state.roles is None or (every > 0 and job.server_round - state.classified_round >= every)
     if not due:

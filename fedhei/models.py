@@ -82,12 +82,14 @@ def create_model(name: str, pretrained: bool = False, num_classes: int = NUM_CLA
     """Build a named model; ``pretrained`` fetches hub weights, which needs internet access."""
     timm_name = resolve_model_name(name)
     try:
-        return timm.create_model(timm_name, pretrained=pretrained, num_classes=num_classes)
+        model = timm.create_model(timm_name, pretrained=pretrained, num_classes=num_classes)
     except (OSError, RuntimeError, ValueError) as error:
         if not pretrained:
             raise
         raise FedheiError(f"cannot fetch hub weights for {timm_name} ({type(error).__name__}); "
                           "this needs internet access: give a local base-model checkpoint instead") from error
+    assert isinstance(model, VisionTransformer), f"{timm_name} is not a ViT"
+    return model
 
 
 def input_size(model: nn.Module) -> int:

@@ -47,7 +47,8 @@ class LayerScores:
 
 
 class Scorer(Protocol):
-    name: str
+    @property
+    def name(self) -> str: ...
 
     def __call__(self, model: nn.Module, calibration: Calibration, seed: int) -> LayerScores: ...
 

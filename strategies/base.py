@@ -177,11 +177,15 @@ class PersonalizedStrategy(FedAvg):
         record.aggregated = len(accepted)
         if not accepted:
             return None, None
-        merged = masked_average(current, accepted)
+        merged = self.combine(current, accepted)
         metrics = self._weighted_metrics(accepted_replies)
         record.train = dict(metrics)
         self.after_aggregation(server_round, accepted_replies)
         return ArrayRecord({name: Array(np.ascontiguousarray(value)) for name, value in merged.items()}), MetricRecord(metrics)
+
+    def combine(self, current: dict[str, np.ndarray], updates: list[tuple[float, dict[str, DecodedTensor]]]) -> dict[str, np.ndarray]:
+        """The aggregation rule proper, on checked and decoded updates; override it to try another."""
+        return masked_average(current, updates)
 
     def after_aggregation(self, server_round: int, replies: list[Message]) -> None:
         """Fix the consensus layer set from the first round's role votes, when asked to."""

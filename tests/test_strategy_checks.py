@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -92,3 +93,17 @@ def test_strategies_resolve_by_name_and_by_import_path() -> None:
         resolve_strategy("fedprox-typo")
     with pytest.raises(FedheiError, match="not a subclass"):
         resolve_strategy("fedhei.config:Scenario")
+
+
+def test_the_readme_example_strategy_works_as_written() -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    code = readme.split("<!-- example:start -->")[1].split("<!-- example:end -->")[0]
+    namespace: dict = {}
+    exec(code.replace("```python", "").replace("```", ""), namespace)
+    strategy = namespace["MaskedMedian"](Scenario(num_clients=4), run_dir="/nonexistent")
+    strategy._current = ArrayRecord({name: Array(value) for name, value in GLOBAL.items()})
+    arrays, _ = strategy.aggregate_train(1, [_good(1, 2.0, 10.0), _good(2, 4.0, 30.0), _good(3, 100.0, 1.0)])
+    weight = arrays["a.weight"].numpy()
+    # Kept by all three: the median (4x) ignores the outlier (100x), whatever the weights.
+    assert weight[0, 1] == pytest.approx(4.0 * GLOBAL["a.weight"][0, 1])
+    assert weight[1, 1] == pytest.approx(GLOBAL["a.weight"][1, 1])
