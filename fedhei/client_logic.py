@@ -189,11 +189,24 @@ def _train_locally(job: ClientJob, model: nn.Module, data: ClientData, masks: di
     return train(model, data.train, settings, masks, seed=job.seed)
 
 
+@dataclass
+class LocalRound:
+    model: nn.Module
+    update: Arrays
+    metrics: dict[str, float]
+    state: ClientState
+
+
 def train_round(job: ClientJob, global_arrays: Arrays, state: ClientState | None) -> tuple[Arrays, dict[str, float], ClientState]:
     """Merge, (re)classify, take the next pruning step, train; return the update to send.
 
     The update holds only the shared parameters: personal ones never leave this function.
     """
+    done = _local_round(job, global_arrays, state)
+    return done.update, done.metrics, done.state
+
+
+def _local_round(job: ClientJob, global_arrays: Arrays, state: ClientState | None) -> LocalRound:
     model = _merge(job, global_arrays, state)
     data = client_data(job.scenario, job.client_id, model)
     decision = _roles(job, model, data, state) if job.policy.uses_roles else None
@@ -230,7 +243,7 @@ def train_round(job: ClientJob, global_arrays: Arrays, state: ClientState | None
             "personalized-layers": float(len(personalized)),
         }
     )
-    return update, metrics, new_state
+    return LocalRound(model, update, metrics, new_state)
 
 
 def evaluate_round(job: ClientJob, global_arrays: Arrays, state: ClientState | None) -> dict[str, float]:
@@ -249,18 +262,19 @@ def evaluate_round(job: ClientJob, global_arrays: Arrays, state: ClientState | N
 def finalize(job: ClientJob, global_arrays: Arrays, state: ClientState | None, run_dir: Path) -> dict[str, float]:
     """Build, evaluate and export this user's final compressed model with its manifest.
 
-    A client the server never sampled adapts on arrival (one local round), a client whose
-    pruning schedule is unfinished takes its last step now (with its local fine-tuning),
-    and FedAvg-FT fine-tunes the global model here, so every user ends with a model of its own.
+    Every strategy but plain FedAvg ends the same way, so their numbers compare: one
+    last local round of the strategy's own training on the final global model (a
+    FedPer head catches up with the final body, FedAvg-FT fine-tunes, a client the
+    server never sampled adapts on arrival), which also takes the rest of the pruning
+    schedule at once, so every model reaches its target ratio. Nothing is sent back.
     """
-    needs_local_state = job.policy.sharing is not Sharing.ALL or job.policy.pruning is not Pruning.NONE
-    unfinished = job.policy.pruning is not Pruning.NONE and (state is None or state.step < job.scenario.pruning_steps)
-    if (state is None and needs_local_state) or unfinished:
-        _, _, state = train_round(replace(job, complete_schedule=True), global_arrays, state)
-    model = _merge(job, global_arrays, state)
+    adapts = job.policy.finetune_before_eval or job.policy.sharing is not Sharing.ALL or job.policy.pruning is not Pruning.NONE
+    if adapts:
+        final = _local_round(replace(job, complete_schedule=True), global_arrays, state)
+        model, state = final.model, final.state
+    else:
+        model = _merge(job, global_arrays, state)
     data = client_data(job.scenario, job.client_id, model)
-    if job.policy.finetune_before_eval:
-        train(model, data.train, job.scenario.train_settings(), state.masks if state else None, seed=job.seed)
     masks = state.masks if state else {}
     roles = state.roles if state else None
     kept = compression(model, masks)
