@@ -9,8 +9,8 @@ registered clients do not sit in memory.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Protocol
 
 from flwr.app import ArrayRecord, ConfigRecord, Context

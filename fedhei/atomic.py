@@ -33,15 +33,14 @@ def atomic_path(target: Path | str, suffix: str = "") -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
-def write_with(target: Path | str, writer: Callable[[Path], None], suffix: str = "") -> None:
+def write_with(target: Path | str, writer: Callable[[Path], object], suffix: str = "") -> None:
     """Let ``writer`` fill a temporary file, then move it into place atomically."""
     with atomic_path(target, suffix) as tmp:
         writer(tmp)
 
 
 def write_text(target: Path | str, text: str) -> None:
-    with atomic_path(target) as tmp:
-        tmp.write_text(text, encoding="utf-8")
+    write_with(target, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def write_json(target: Path | str, payload: Any) -> None:

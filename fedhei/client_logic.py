@@ -24,7 +24,7 @@ from fedhei.data import load_cifar10_cached
 from fedhei.errors import FedheiError
 from fedhei.models import count_parameters, create_model, linear_layers, save_checkpoint
 from fedhei.partition import Partition, PartitionSpec, majority_class_rate, make_partition
-from fedhei.policy import HEAD_PREFIX, ClientPolicy, Pruning, Sharing, personal_parameters
+from fedhei.policy import HEAD_PREFIX, ClientPolicy, Pruning, personal_parameters
 from fedhei.pruning import compression, cubic_ratio, layer_ratios, magnitude_masks, save_structured, structured_prune
 from fedhei.roles import GENERIC, PERSONALIZED, RoleMap, classify, uniform_roles
 from fedhei.scoring import build_scorer
@@ -268,8 +268,7 @@ def finalize(job: ClientJob, global_arrays: Arrays, state: ClientState | None, r
     server never sampled adapts on arrival), which also takes the rest of the pruning
     schedule at once, so every model reaches its target ratio. Nothing is sent back.
     """
-    adapts = job.policy.finetune_before_eval or job.policy.sharing is not Sharing.ALL or job.policy.pruning is not Pruning.NONE
-    if adapts:
+    if job.policy.adapts_before_export:
         final = _local_round(replace(job, complete_schedule=True), global_arrays, state)
         model, state = final.model, final.state
     else:

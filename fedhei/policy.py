@@ -58,6 +58,11 @@ class ClientPolicy:
         )
 
     @property
+    def adapts_before_export(self) -> bool:
+        """Every strategy but plain FedAvg ends with a local round on the final global model."""
+        return self.finetune_before_eval or self.sharing is not Sharing.ALL or self.pruning is not Pruning.NONE
+
+    @property
     def uses_roles(self) -> bool:
         return self.sharing is Sharing.GENERIC or self.pruning is not Pruning.NONE
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from fedhei import atomic
 from fedhei.config import Scenario, parse_override
-from fedhei.data import load_cifar10
+from fedhei.data import load_cifar10_cached
 from fedhei.errors import FedheiError
 from fedhei.pretrain import base_model
 from fedhei.results import bench_table, human_bytes
@@ -63,7 +63,7 @@ def run_scenario(scenario: Scenario, run_dir: Path) -> dict[str, Any]:
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
     # Data and base model first, in this process: errors surface as one line, and the
     # pre-training progress bar shows here rather than inside the simulation's server thread.
-    data = load_cifar10(scenario.data_source or None)
+    data = load_cifar10_cached(scenario.data_source or None)
     base_model(data, scenario.pretrain_spec(), scenario.base_model, scenario.device)
     results_file = run_dir / "results.json"
     results_file.unlink(missing_ok=True)

@@ -14,7 +14,7 @@ from flwr.app import Array, ArrayRecord, Context
 from flwr.serverapp import Grid, ServerApp
 
 from fedhei.config import Scenario
-from fedhei.data import load_cifar10
+from fedhei.data import load_cifar10_cached
 from fedhei.pretrain import base_model
 from fedhei.results import summarize, write_run
 from strategies import resolve_strategy
@@ -26,7 +26,7 @@ ROUND_TIMEOUT_S = 3600.0
 def run_federation(grid: Grid, scenario: Scenario, run_dir: Path) -> dict:
     """Run every round, then the final per-client export, and write results.json and report.md."""
     strategy_class = resolve_strategy(scenario.strategy)
-    data = load_cifar10(scenario.data_source or None)
+    data = load_cifar10_cached(scenario.data_source or None)
     model = base_model(data, scenario.pretrain_spec(), scenario.base_model, scenario.device)
     initial = ArrayRecord({name: Array(value.detach().cpu().numpy()) for name, value in model.named_parameters()})
     run_dir = run_dir.resolve()
