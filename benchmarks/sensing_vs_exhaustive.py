@@ -25,14 +25,15 @@ from rich.table import Table
 from scipy.stats import spearmanr
 
 from fedhei import atomic
-from fedhei.data import load_cifar10, make_synthetic
+from fedhei.data.cifar10 import load_cifar10, make_synthetic
+from fedhei.data.partition import PartitionSpec, make_partition
 from fedhei.errors import FedheiError
-from fedhei.partition import PartitionSpec, make_partition
-from fedhei.pretrain import PretrainSpec, base_model
-from fedhei.report import stdout
-from fedhei.roles import RoleMap, classify, random_roles
-from fedhei.scoring import ExhaustiveScorer, LayerScores, SensingScorer, measurement_count
-from fedhei.train import TrainSettings, batches_for, train
+from fedhei.method.roles import RoleMap, classify, random_roles
+from fedhei.method.scoring import ExhaustiveScorer, LayerScores, SensingScorer
+from fedhei.method.scoring.perturbation import measurement_count
+from fedhei.reporting.tables import stdout
+from fedhei.training.loops import TrainSettings, batches_for, train
+from fedhei.training.pretrain import PretrainSpec, base_model
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -1,4 +1,4 @@
-"""The Flower ClientApp: moves records between the server and ``fedhei.client_logic``.
+"""The Flower ClientApp: moves records between the server and ``fedhei.federation.client_round``.
 
 Each message carries three records: ``arrays`` (the global model), ``scenario``
 (the run's settings, so the server is the one source of configuration) and
@@ -15,9 +15,9 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricR
 from flwr.clientapp import ClientApp
 
 from clients.state import StateStore, open_store
-from fedhei.client_logic import ClientJob, evaluate_round, finalize, train_round
-from fedhei.config import Scenario
-from fedhei.policy import ClientPolicy
+from fedhei.config.scenario import Scenario
+from fedhei.federation.client_round import ClientJob, evaluate_round, finalize, train_round
+from fedhei.federation.policy import ClientPolicy
 
 app = ClientApp()
 

@@ -17,7 +17,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Context
 from safetensors.torch import load_file, save_file
 
 from fedhei import atomic
-from fedhei.client_logic import ClientState
+from fedhei.federation.client_round import ClientState
 
 TENSORS_KEY = "fedhei-state"
 META_KEY = "fedhei-meta"

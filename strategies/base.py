@@ -22,11 +22,11 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, Met
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
-from fedhei.config import Scenario
-from fedhei.policy import ClientPolicy, shared_parameters
-from fedhei.progress import console
-from fedhei.results import human_bytes
-from fedhei.wire import DecodedTensor, UpdateError, decode, masked_average
+from fedhei.config.scenario import Scenario
+from fedhei.federation.policy import ClientPolicy, shared_parameters
+from fedhei.federation.wire import DecodedTensor, UpdateError, decode, masked_average
+from fedhei.reporting.progress import console
+from fedhei.reporting.results import human_bytes
 
 log = logging.getLogger(__name__)
 

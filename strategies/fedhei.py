@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fedhei.policy import ClientPolicy, Pruning, Sharing
+from fedhei.federation.policy import ClientPolicy, Pruning, Sharing
 from strategies.base import PersonalizedStrategy
 
 

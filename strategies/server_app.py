@@ -13,10 +13,10 @@ from pathlib import Path
 from flwr.app import Array, ArrayRecord, Context
 from flwr.serverapp import Grid, ServerApp
 
-from fedhei.config import Scenario
-from fedhei.data import load_cifar10_cached
-from fedhei.pretrain import base_model
-from fedhei.results import summarize, write_run
+from fedhei.config.scenario import Scenario
+from fedhei.data.cifar10 import load_cifar10_cached
+from fedhei.reporting.results import summarize, write_run
+from fedhei.training.pretrain import base_model
 from strategies import resolve_strategy
 
 log = logging.getLogger(__name__)

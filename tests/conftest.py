@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fedhei.data import _SHARED_TARBALL
+from fedhei.data.cifar10 import _SHARED_TARBALL
 
 REPO = Path(__file__).resolve().parents[1]
 REAL_TARBALL = (REPO / _SHARED_TARBALL).resolve()

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from fedhei.client_logic import ClientJob, finalize, train_round
-from fedhei.config import Scenario
+from fedhei.config.scenario import Scenario
 from fedhei.errors import FedheiError
-from fedhei.models import create_model
-from fedhei.policy import ClientPolicy, Pruning, Sharing
-from fedhei.wire import VALUES_SUFFIX
+from fedhei.federation.client_round import ClientJob, finalize, train_round
+from fedhei.federation.policy import ClientPolicy, Pruning, Sharing
+from fedhei.federation.wire import VALUES_SUFFIX
+from fedhei.models.registry import create_model
 
 SCENARIO = Scenario(
     data_source="synthetic", model="vit-micro", num_clients=3, dirichlet_alpha=1.0, local_epochs=0.1,

@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from fedhei.cli import main
-from fedhei.models import create_model, linear_layers, save_checkpoint
-from fedhei.pruning import load_structured
+from fedhei.method.structured import load_structured
+from fedhei.models.checkpoints import save_checkpoint
+from fedhei.models.registry import create_model, linear_layers
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from fedhei.config import Scenario, parse_override
+from fedhei.config.scenario import Scenario, parse_override
 from fedhei.errors import FedheiError
 
 REPO = Path(__file__).resolve().parents[1]

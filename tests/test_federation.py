@@ -15,9 +15,9 @@ import pytest
 from flwr.app import ArrayRecord, Message, MetricRecord
 from safetensors.torch import load_file
 
-from fedhei.config import Scenario
-from fedhei.runner import run_scenario
-from fedhei.wire import MASK_SUFFIX, VALUES_SUFFIX
+from fedhei.config.scenario import Scenario
+from fedhei.experiments.run import run_scenario
+from fedhei.federation.wire import MASK_SUFFIX, VALUES_SUFFIX
 from strategies.fedhei import FedHEI
 
 
@@ -85,7 +85,7 @@ def test_personalized_layers_never_leave_the_client(federation) -> None:
 
 
 def _hand_average(before: dict, replies: list[dict], name: str) -> np.ndarray:
-    """The masked weighted average written out weight by weight, independently of fedhei.wire."""
+    """The masked weighted average written out weight by weight, independently of fedhei.federation.wire."""
     expected = before[name].astype(np.float64).reshape(-1).copy()
     numerator = np.zeros_like(expected)
     denominator = np.zeros_like(expected)

@@ -7,7 +7,8 @@ import timm
 import torch
 
 from fedhei.errors import FedheiError
-from fedhei.models import count_parameters, create_model, linear_layers, load_checkpoint, save_checkpoint
+from fedhei.models.checkpoints import load_checkpoint, save_checkpoint
+from fedhei.models.registry import count_parameters, create_model, linear_layers
 
 
 @pytest.mark.parametrize(("name", "low", "high"), [("vit-micro", 0.1e6, 0.2e6), ("vit-tiny-c10", 0.5e6, 3e6)])

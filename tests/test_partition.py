@@ -3,8 +3,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from fedhei.data.partition import PartitionKind, PartitionSpec, majority_class_rate, make_partition
 from fedhei.errors import FedheiError
-from fedhei.partition import PartitionKind, PartitionSpec, majority_class_rate, make_partition
 
 # The label layout of CIFAR-10: 5,000 training and 1,000 test images per class.
 TRAIN_LABELS = np.repeat(np.arange(10), 5000)

@@ -4,10 +4,10 @@ from pathlib import Path
 
 import pytest
 
-from fedhei.data import make_synthetic
+from fedhei.data.cifar10 import make_synthetic
 from fedhei.errors import FedheiError
-from fedhei.models import load_checkpoint
-from fedhei.pretrain import PretrainSpec, pretrain
+from fedhei.models.checkpoints import load_checkpoint
+from fedhei.training.pretrain import PretrainSpec, pretrain
 
 
 def test_pretrain_on_synthetic_beats_chance_and_is_cached(tmp_path: Path) -> None:

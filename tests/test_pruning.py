@@ -11,23 +11,20 @@ import pytest
 import torch
 from torch import nn
 
-from fedhei.data import make_synthetic
+from fedhei.data.cifar10 import make_synthetic
 from fedhei.errors import FedheiError
-from fedhei.models import count_parameters, create_model, linear_layers, save_checkpoint
-from fedhei.pruning import (
-    compression,
-    cubic_ratio,
-    layer_ratios,
+from fedhei.method.pruning import compression, cubic_ratio, layer_ratios, magnitude_masks, prune_with_schedule
+from fedhei.method.roles import RoleMap, random_roles, uniform_roles
+from fedhei.method.structured import (
     load_structured,
-    magnitude_masks,
-    prune_with_schedule,
     save_structured,
     structured_prune,
     structured_widths,
     structured_with_schedule,
 )
-from fedhei.roles import RoleMap, random_roles, uniform_roles
-from fedhei.train import TrainSettings, batches_for, train
+from fedhei.models.checkpoints import save_checkpoint
+from fedhei.models.registry import count_parameters, create_model, linear_layers
+from fedhei.training.loops import TrainSettings, batches_for, train
 
 
 @pytest.fixture()

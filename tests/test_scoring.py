@@ -8,9 +8,10 @@ import torch
 from torch import nn
 
 from fedhei.errors import FedheiError
-from fedhei.models import create_model, linear_layers
-from fedhei.roles import GENERIC, PERSONALIZED, RoleMap, classify, random_roles, uniform_roles
-from fedhei.scoring import SCORER_NAMES, LayerScores, build_scorer, measurement_count, sensing_matrix
+from fedhei.method.roles import GENERIC, PERSONALIZED, RoleMap, classify, random_roles, uniform_roles
+from fedhei.method.scoring import SCORER_NAMES, LayerScores, build_scorer
+from fedhei.method.scoring.perturbation import measurement_count, sensing_matrix
+from fedhei.models.registry import create_model, linear_layers
 
 
 @pytest.fixture(scope="module")

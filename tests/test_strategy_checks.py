@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, Error, Message, MessageType, Metadata, MetricRecord, RecordDict
 
-from fedhei.config import Scenario
+from fedhei.config.scenario import Scenario
 from fedhei.errors import FedheiError
-from fedhei.wire import encode
+from fedhei.federation.wire import encode
 from strategies import STRATEGIES, resolve_strategy
 from strategies.fedhei import FedHEI
 
@@ -92,7 +92,7 @@ def test_strategies_resolve_by_name_and_by_import_path() -> None:
     with pytest.raises(FedheiError, match="unknown strategy"):
         resolve_strategy("fedprox-typo")
     with pytest.raises(FedheiError, match="not a subclass"):
-        resolve_strategy("fedhei.config:Scenario")
+        resolve_strategy("fedhei.config.scenario:Scenario")
 
 
 def test_the_readme_example_strategy_works_as_written() -> None:

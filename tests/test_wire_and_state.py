@@ -8,9 +8,9 @@ import torch
 from flwr.app import Context, RecordDict
 
 from clients.state import ContextStateStore, DiskStateStore
-from fedhei.client_logic import ClientState
-from fedhei.roles import GENERIC, PERSONALIZED, RoleMap
-from fedhei.wire import UpdateError, decode, encode, masked_average, nbytes
+from fedhei.federation.client_round import ClientState
+from fedhei.federation.wire import UpdateError, decode, encode, masked_average, nbytes
+from fedhei.method.roles import GENERIC, PERSONALIZED, RoleMap
 
 
 def test_sparse_encoding_round_trips_and_costs_a_bit_per_pruned_weight() -> None:

@@ -1,9 +1,8 @@
-"""Pruning by layer role: per-layer ratios, magnitude masks, step buffering, and a
-structured pruner (Torch-Pruning) that really shrinks the tensors.
+"""Structured pruning with Torch-Pruning: whole attention heads and MLP channels
+removed, so tensors, files and compute really shrink; and its safetensors format.
 
-Pruners take per-layer ratios, not roles or scores: :func:`layer_ratios` is the one
-place where roles become ratios, so any role map (HEI, random, uniform) works with
-any pruner, and the channel importance of the structured pruner is a parameter.
+The channel importance is a parameter (Torch-Pruning's interface: a dependency
+group in, one score per channel out), so any importance works with this pruner.
 """
 
 from __future__ import annotations
@@ -20,110 +19,14 @@ from torch import nn
 
 from fedhei import atomic
 from fedhei.errors import FedheiError
-from fedhei.models import create_model, input_size, linear_layers, load_state
-from fedhei.roles import PERSONALIZED, RoleMap
-from fedhei.train import apply_masks
+from fedhei.method.pruning import cubic_ratio, modules_named
+from fedhei.models.checkpoints import load_state
+from fedhei.models.registry import create_model, input_size, linear_layers
 
-Masks = dict[str, torch.Tensor]
 # Torch-Pruning's importance interface: a dependency group in, one score per channel out.
 Importance = Callable[[Any], torch.Tensor]
 
 STRUCTURE_KEY = "fedhei-structure"
-
-
-def layer_ratios(roles: RoleMap, prob: float, personal_factor: float = 0.5) -> dict[str, float]:
-    """``prob`` for generic layers, ``prob * personal_factor`` for personalized ones."""
-    if not 0 <= prob < 1:
-        raise FedheiError(f"prob is {prob}; it must be in [0, 1)")
-    if not 0 <= personal_factor <= 1:
-        raise FedheiError(f"personal-factor is {personal_factor}; it must be in [0, 1]")
-    return {layer: prob * personal_factor if roles.roles[layer] == PERSONALIZED else prob for layer in roles.layers}
-
-
-def cubic_ratio(target: float, step: int, steps: int) -> float:
-    """Zhu and Gupta's (2017) cubic schedule: prune fast while much is redundant, slowly near the end."""
-    if steps < 1 or not 0 <= step <= steps:
-        raise FedheiError(f"pruning step {step} of {steps}: steps must be >= 1 and 0 <= step <= steps")
-    return target * (1.0 - (1.0 - step / steps) ** 3)
-
-
-def _modules_named(model: nn.Module, names: Mapping[str, float]) -> dict[str, nn.Linear]:
-    modules = dict(model.named_modules())
-    unknown = [name for name in names if not isinstance(modules.get(name), nn.Linear)]
-    if unknown:
-        raise FedheiError(f"not linear layers of this model: {', '.join(unknown[:5])}")
-    bad = {name: ratio for name, ratio in names.items() if not 0 <= ratio <= 1}
-    if bad:
-        raise FedheiError(f"pruning ratios must be in [0, 1]; got {bad}")
-    return {name: modules[name] for name in names}
-
-
-def magnitude_masks(model: nn.Module, ratios: Mapping[str, float]) -> Masks:
-    """Per layer, prune exactly round(ratio * n) of the smallest-magnitude weights.
-
-    Ties go to the lower index (a stable sort), so masks are deterministic, and
-    since pruned weights are zeros they sort first: masks nest as ratios grow.
-    Biases are never pruned.
-    """
-    masks: Masks = {}
-    for name, module in _modules_named(model, ratios).items():
-        weight = module.weight.detach()
-        count = math.floor(ratios[name] * weight.numel() + 0.5)
-        order = torch.sort(weight.abs().flatten().cpu(), stable=True).indices
-        keep = torch.ones(weight.numel(), dtype=torch.bool)
-        keep[order[:count]] = False
-        masks[f"{name}.weight"] = keep.view_as(weight).to(weight.device)
-    return masks
-
-
-def compression(
-    model: nn.Module, masks: Mapping[str, torch.Tensor], base: nn.Module | None = None
-) -> dict[str, float]:
-    """Parameters kept and removed, over all parameters and over the linear layers.
-
-    ``base`` is the unpruned model a structurally pruned ``model`` was cut from:
-    totals are counted on it, so removed channels count as removed.
-    """
-    reference = base if base is not None else model
-    masked_out = {name: int((~mask.bool()).sum().item()) for name, mask in masks.items()}
-    kept_all = sum(param.numel() for param in model.parameters()) - sum(masked_out.values())
-    total_all = sum(param.numel() for param in reference.parameters())
-    linear_total = _linear_param_count(reference, {})
-    linear_kept = _linear_param_count(model, masked_out)
-    return {
-        "params-total": float(total_all),
-        "params-kept": float(kept_all),
-        "linear-total": float(linear_total),
-        "linear-kept": float(linear_kept),
-        "compression": 1.0 - kept_all / total_all,
-        "linear-compression": 1.0 - linear_kept / linear_total,
-    }
-
-
-def _linear_param_count(model: nn.Module, removed: Mapping[str, int]) -> int:
-    """Weights and biases of the linear layers, less those ``removed`` names."""
-    params = dict(model.named_parameters())
-    names = [f"{layer.name}.{kind}" for layer in linear_layers(model) for kind in ("weight", "bias")]
-    return sum(params[name].numel() - removed.get(name, 0) for name in names if name in params)
-
-
-def prune_with_schedule(
-    model: nn.Module, ratios: Mapping[str, float], steps: int, finetune: Callable[[Masks], None]
-) -> Masks:
-    """Step buffering: reach ``ratios`` over ``steps`` cubic steps, fine-tuning after each.
-
-    ``finetune(masks)`` must keep pruned weights at zero (``fedhei.train.train`` does,
-    given the masks). ``steps=1`` is one-shot pruning.
-    """
-    masks: Masks = {}
-    for step in range(1, steps + 1):
-        masks = magnitude_masks(model, {name: cubic_ratio(ratio, step, steps) for name, ratio in ratios.items()})
-        apply_masks(model, masks)
-        finetune(masks)
-    return masks
-
-
-# --- structured pruning (Torch-Pruning) ------------------------------------------------------------
 
 
 def _blocks(model: nn.Module) -> list[nn.Module]:
@@ -178,7 +81,7 @@ def structured_prune(
     """
     import torch_pruning as tp
 
-    _modules_named(model, ratios)
+    modules_named(model, ratios)
     pruned = copy.deepcopy(model).eval()
     widths = dict(widths or structured_widths(pruned))
     importance = importance or tp.importance.GroupMagnitudeImportance(p=2)

@@ -109,7 +109,7 @@ class Config:
 def _validate(args: argparse.Namespace) -> list[float]:
     """Check everything that can be checked before minutes of training; returns the probs."""
     from fedhei.errors import FedheiError
-    from fedhei.roles import RULES
+    from fedhei.method.roles import RULES
 
     probs = [p for group in (args.prob or [[0.5]]) for p in group]
     if not probs or any(not 0 < p < 1 for p in probs):
@@ -144,8 +144,8 @@ def _user_data(data: Any, args: argparse.Namespace) -> UserData:
     """The user's training and test indices: a client of a partition, or a class subset."""
     import numpy as np
 
+    from fedhei.data.partition import PartitionKind, PartitionSpec, make_partition, public_slice
     from fedhei.errors import FedheiError
-    from fedhei.partition import PartitionKind, PartitionSpec, make_partition, public_slice
 
     if args.classes is not None:
         classes = sorted(set(args.classes))
@@ -175,8 +175,8 @@ def _user_data(data: Any, args: argparse.Namespace) -> UserData:
 
 def _base_model(data: Any, args: argparse.Namespace) -> tuple[Any, str]:
     """The model to personalize, and its name: ``--base`` if given, else the cached pre-train."""
-    from fedhei.models import load_checkpoint, read_metadata
-    from fedhei.pretrain import PretrainSpec, base_model
+    from fedhei.models.checkpoints import load_checkpoint, read_metadata
+    from fedhei.training.pretrain import PretrainSpec, base_model
 
     if args.base:
         name = read_metadata(args.base).get("model") or args.model
@@ -209,12 +209,12 @@ class _Recovery:
     seed: int
 
     def accuracy(self, model: Any) -> float:
-        from fedhei.train import evaluate
+        from fedhei.training.loops import evaluate
 
         return evaluate(model, self.test_data, device=self.device)["accuracy"]
 
     def run(self, model: Any, masks: dict[str, Any] | None, step: int, steps: int, record: list[float]) -> None:
-        from fedhei.train import TrainSettings, train
+        from fedhei.training.loops import TrainSettings, train
 
         if step == steps:
             record.append(self.accuracy(model))
@@ -232,8 +232,9 @@ def _prune(config: Config, personal: Any, ratios: dict[str, float], recovery: _R
     """
     import copy
 
-    from fedhei.models import save_checkpoint
-    from fedhei.pruning import prune_with_schedule, save_structured, structured_with_schedule
+    from fedhei.method.pruning import prune_with_schedule
+    from fedhei.method.structured import save_structured, structured_with_schedule
+    from fedhei.models.checkpoints import save_checkpoint
 
     record: list[float] = []
     metadata = {"model": model_name, "config": config.key}
@@ -257,13 +258,13 @@ def main(args: argparse.Namespace) -> int:
     from itertools import islice
 
     from fedhei import atomic
-    from fedhei.data import load_cifar10
-    from fedhei.models import count_parameters
-    from fedhei.progress import progress_bar
-    from fedhei.pruning import compression, layer_ratios
-    from fedhei.roles import classify, random_roles, uniform_roles
-    from fedhei.scoring import build_scorer
-    from fedhei.train import TrainSettings, batches_for, evaluate, pick_device, train
+    from fedhei.data.cifar10 import load_cifar10
+    from fedhei.method.pruning import compression, layer_ratios
+    from fedhei.method.roles import classify, random_roles, uniform_roles
+    from fedhei.method.scoring import build_scorer
+    from fedhei.models.registry import count_parameters
+    from fedhei.reporting.progress import progress_bar
+    from fedhei.training.loops import TrainSettings, batches_for, evaluate, pick_device, train
 
     probs = _validate(args)
     scorer = build_scorer(args.scorer, signal=args.signal, measurements=args.measurements, solver=args.solver)
@@ -353,7 +354,7 @@ def main(args: argparse.Namespace) -> int:
 def _print_table(report: dict[str, Any], out: Path) -> None:
     from rich.table import Table
 
-    from fedhei.report import stdout
+    from fedhei.reporting.tables import stdout
 
     scoring = report["scoring"]
     personalized = [layer for layer, role in scoring["roles"]["roles"].items() if role == "personalized"]

@@ -10,8 +10,8 @@ from rich.console import Console
 from rich.table import Table
 
 from fedhei import atomic
-from fedhei.data import CLASSES
-from fedhei.partition import Partition, majority_class_rate
+from fedhei.data.cifar10 import CLASSES
+from fedhei.data.partition import Partition, majority_class_rate
 
 # Wide when piped: a table cut at 80 columns is useless in a log.
 stdout = Console() if sys.stdout.isatty() else Console(width=200)

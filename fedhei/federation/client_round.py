@@ -19,17 +19,19 @@ import torch
 from torch import nn
 
 from fedhei import atomic
-from fedhei.config import Scenario
-from fedhei.data import load_cifar10_cached
+from fedhei.config.scenario import Scenario
+from fedhei.data.cifar10 import load_cifar10_cached
+from fedhei.data.partition import Partition, PartitionSpec, majority_class_rate, make_partition
 from fedhei.errors import FedheiError
-from fedhei.models import count_parameters, create_model, linear_layers, save_checkpoint
-from fedhei.partition import Partition, PartitionSpec, majority_class_rate, make_partition
-from fedhei.policy import HEAD_PREFIX, ClientPolicy, Pruning, personal_parameters
-from fedhei.pruning import compression, cubic_ratio, layer_ratios, magnitude_masks, save_structured, structured_prune
-from fedhei.roles import GENERIC, PERSONALIZED, RoleMap, classify, uniform_roles
-from fedhei.scoring import build_scorer
-from fedhei.train import ArrayBatches, apply_masks, batches_for, evaluate, pick_device, train
-from fedhei.wire import encode
+from fedhei.federation.policy import HEAD_PREFIX, ClientPolicy, Pruning, personal_parameters
+from fedhei.federation.wire import encode
+from fedhei.method.pruning import compression, cubic_ratio, layer_ratios, magnitude_masks
+from fedhei.method.roles import GENERIC, PERSONALIZED, RoleMap, classify, uniform_roles
+from fedhei.method.scoring import build_scorer
+from fedhei.method.structured import save_structured, structured_prune
+from fedhei.models.checkpoints import save_checkpoint
+from fedhei.models.registry import count_parameters, create_model, linear_layers
+from fedhei.training.loops import ArrayBatches, apply_masks, batches_for, evaluate, pick_device, train
 
 Arrays = dict[str, np.ndarray]
 

@@ -17,12 +17,13 @@ import numpy as np
 from timm.models.vision_transformer import VisionTransformer
 
 from fedhei.cache import cache_dir, config_hash
-from fedhei.data import Cifar10
+from fedhei.data.cifar10 import Cifar10
+from fedhei.data.partition import public_slice
 from fedhei.errors import FedheiError
-from fedhei.models import create_model, load_checkpoint, read_metadata, resolve_model_name, save_checkpoint
-from fedhei.partition import public_slice
-from fedhei.progress import progress_bar
-from fedhei.train import TrainSettings, batches_for, evaluate, pick_device, train
+from fedhei.models.checkpoints import load_checkpoint, read_metadata, save_checkpoint
+from fedhei.models.registry import create_model, resolve_model_name
+from fedhei.reporting.progress import progress_bar
+from fedhei.training.loops import TrainSettings, batches_for, evaluate, pick_device, train
 
 log = logging.getLogger(__name__)
 

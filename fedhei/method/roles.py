@@ -1,6 +1,6 @@
 """Layer roles: which linear layers are personalized and which are generic.
 
-A rule turns a scorer's :class:`~fedhei.scoring.LayerScores` into a :class:`RoleMap`;
+A rule turns a scorer's :class:`~fedhei.method.scoring.LayerScores` into a :class:`RoleMap`;
 rules know nothing of how the scores were measured, and pruners know nothing of
 how the roles were decided. Random and uniform role maps are the baselines.
 """
@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from fedhei.errors import FedheiError
-from fedhei.scoring import LayerScores
+from fedhei.method.scoring.base import LayerScores
 
 PERSONALIZED = "personalized"
 GENERIC = "generic"

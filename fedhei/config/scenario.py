@@ -15,10 +15,10 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from fedhei.data.partition import PartitionKind, PartitionSpec
 from fedhei.errors import FedheiError
-from fedhei.partition import PartitionKind, PartitionSpec
-from fedhei.pretrain import PretrainSpec
-from fedhei.train import TrainSettings
+from fedhei.training.loops import TrainSettings
+from fedhei.training.pretrain import PretrainSpec
 
 _CHOICES: dict[str, tuple[str, ...]] = {
     "partition": tuple(kind.value for kind in PartitionKind),

@@ -14,12 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from fedhei import atomic
-from fedhei.config import Scenario, parse_override
-from fedhei.data import load_cifar10_cached
+from fedhei.config.scenario import Scenario, parse_override
+from fedhei.data.cifar10 import load_cifar10_cached
 from fedhei.errors import FedheiError
-from fedhei.pretrain import base_model
-from fedhei.results import bench_table, human_bytes
-from fedhei.train import pick_device
+from fedhei.reporting.results import bench_table, human_bytes
+from fedhei.training.loops import pick_device
+from fedhei.training.pretrain import base_model
 
 # Every strategy a bench compares, in the order of its table.
 BENCH_STRATEGIES = ("fedhei", "fedhei-uniform", "fedavg", "fedavg-ft", "fedper", "fedrep", "lg-fedavg", "local")
@@ -99,7 +99,7 @@ def fedavg_upload_per_round(scenario: Scenario) -> float:
     Computed, not simulated: FedAvg's upload does not depend on training, so a second
     simulation would only cost time.
     """
-    from fedhei.models import create_model
+    from fedhei.models.registry import create_model
 
     model = create_model(scenario.model)
     per_client = sum(len(name) + parameter.numel() * 4 for name, parameter in model.named_parameters())

@@ -36,9 +36,9 @@ def _data_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _data(args: argparse.Namespace) -> int:
-    from fedhei.data import load_cifar10
-    from fedhei.partition import PartitionKind, PartitionSpec, make_partition
-    from fedhei.report import label_table, plot_label_distribution
+    from fedhei.data.cifar10 import load_cifar10
+    from fedhei.data.partition import PartitionKind, PartitionSpec, make_partition
+    from fedhei.reporting.tables import label_table, plot_label_distribution
 
     spec = PartitionSpec(
         kind=PartitionKind(args.partition),
@@ -71,8 +71,8 @@ def _pretrain_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _pretrain(args: argparse.Namespace) -> int:
-    from fedhei.data import load_cifar10
-    from fedhei.pretrain import PretrainSpec, pretrain
+    from fedhei.data.cifar10 import load_cifar10
+    from fedhei.training.pretrain import PretrainSpec, pretrain
 
     spec = PretrainSpec(
         model=args.model,
@@ -92,13 +92,13 @@ def _pretrain(args: argparse.Namespace) -> int:
 
 
 def _compress_arguments(parser: argparse.ArgumentParser) -> None:
-    from fedhei.compress import add_arguments
+    from fedhei.experiments.compress import add_arguments
 
     add_arguments(parser)
 
 
 def _compress(args: argparse.Namespace) -> int:
-    from fedhei.compress import main
+    from fedhei.experiments.compress import main
 
     return main(args)
 
@@ -113,13 +113,13 @@ def _run_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from fedhei.runner import run_command
+    from fedhei.experiments.run import run_command
 
     return run_command(args.scenario, args.overrides, args.strategies, args.out)
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from fedhei.runner import bench_command
+    from fedhei.experiments.run import bench_command
 
     return bench_command(args.scenario, args.overrides, args.strategies, args.out)
 
@@ -156,6 +156,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("fedhei: interrupted", file=sys.stderr)
         return 130
 
-
-if __name__ == "__main__":
-    sys.exit(main())

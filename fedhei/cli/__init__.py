@@ -1,0 +1,5 @@
+"""The ``fedhei`` command line."""
+
+from fedhei.cli.main import main
+
+__all__ = ["main"]

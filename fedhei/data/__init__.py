@@ -1,0 +1,1 @@
+"""CIFAR-10 sources and the non-IID partitions of it over simulated users."""

@@ -1,0 +1,1 @@
+"""What a user starts: federated runs and benches, and one user's compression study."""

@@ -1,0 +1,1 @@
+"""The model registry, the linear-layer inventory and safetensors checkpoints."""
