@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fedhei.data import cifar10 as data_module
 from fedhei.cache import cache_dir
+from fedhei.data import cifar10 as data_module
 from fedhei.data.cifar10 import CLASSES, load_cifar10, make_synthetic
 from fedhei.errors import FedheiError
 
