@@ -10,6 +10,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from fedhei.errors import FedheiError
+
 
 @contextmanager
 def atomic_path(target: Path | str, suffix: str = "") -> Iterator[Path]:
@@ -19,8 +21,11 @@ def atomic_path(target: Path | str, suffix: str = "") -> Iterator[Path]:
     rename on one file system, and it is removed if the writer raises.
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp{suffix}", dir=target.parent)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp{suffix}", dir=target.parent)
+    except OSError as error:
+        raise FedheiError(f"cannot write {target} ({error.strerror or error}); choose a writable path") from error
     os.close(fd)
     tmp = Path(tmp_name)
     umask = os.umask(0)

@@ -1,52 +1,84 @@
 """The common server side of every fedhei strategy: a thin layer over Flower's FedAvg.
 
-It keeps Flower's message plumbing and adds what personalized, pruned federations
-need: seeded sampling, a per-round scenario record, strict checks of every update
-before aggregation, masked weighted averaging per tensor over the clients that send
-it (Flower's ``aggregate_arrayrecords`` needs equal key sets and knows no masks),
-byte counting on what is actually sent, and the final per-client export.
-A strategy module only says which :class:`ClientPolicy` its clients follow.
+It keeps Flower's message plumbing and its configure/aggregate hooks, and adds what
+personalized, pruned federations need and a benchmark can trust: clients sampled by
+partition id from a named seed stream (the same users in every run and every
+strategy), replies processed in partition order (so results do not depend on the
+order Ray runs clients in), every failure recorded with its reason (crash, drop,
+timeout, invalid update) and a run stopped when too many fail, strict checks of
+every update, masked weighted averaging per tensor over the clients that send it,
+byte counting on what is actually sent, a checkpoint after every round, and the
+final per-client export. A strategy module only says which :class:`ClientPolicy`
+its clients follow.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import random
+import time
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
+from flwr.common.constant import ErrorCode
 from flwr.serverapp import Grid
-from flwr.serverapp.strategy import FedAvg
+from flwr.serverapp.strategy import FedAvg, Result
 
+from fedhei import seeding
 from fedhei.config.scenario import Scenario
+from fedhei.errors import RunFailed
 from fedhei.federation.policy import ClientPolicy, shared_parameters
 from fedhei.federation.wire import DecodedTensor, UpdateError, decode, masked_average
-from fedhei.reporting.progress import console
-from fedhei.reporting.results import human_bytes
+from fedhei.reporting.progress import RoundLines, RoundObserver
+from strategies.checkpoint import ServerCheckpoint
+from strategies.directory import ClientDirectory, exchange
 
 log = logging.getLogger(__name__)
+
+# Failure kinds, as results.json counts them.
+CRASH, DROP, TIMEOUT, INVALID = "crash", "drop", "timeout", "invalid"
 
 
 @dataclass
 class RoundLog:
-    """What happened in one round, as it goes into results.json."""
+    """What happened in one round, as it goes into results.json (clients by partition id)."""
 
     round: int
-    sampled: int = 0
-    aggregated: int = 0
-    excluded: list[dict[str, Any]] = field(default_factory=list)
+    sampled: list[int] = field(default_factory=list)
+    aggregated: list[int] = field(default_factory=list)
+    evaluated: list[int] = field(default_factory=list)
+    failures: list[dict[str, Any]] = field(default_factory=list)
     bytes_down: int = 0
     bytes_up: int = 0
     train: dict[str, float] = field(default_factory=dict)
     evaluate: dict[str, float] = field(default_factory=dict)
+    # Per client: its training and evaluation metrics in this round.
+    clients: dict[int, dict[str, float]] = field(default_factory=dict)
+
+    def fail(self, client: int, phase: str, kind: str, reason: str) -> None:
+        self.failures.append({"client": client, "phase": phase, "kind": kind, "reason": reason})
+
+    def failed(self, phase: str) -> list[dict[str, Any]]:
+        return [failure for failure in self.failures if failure["phase"] == phase]
 
     def to_json(self) -> dict[str, Any]:
         """Kebab-case keys, like every other key in results.json."""
-        return {name.replace("_", "-"): value for name, value in dataclasses.asdict(self).items()}
+        payload = {name.replace("_", "-"): value for name, value in dataclasses.asdict(self).items()}
+        payload["failures"] = sorted(self.failures, key=lambda f: (f["phase"], f["client"]))
+        payload["failure-counts"] = dict(sorted(Counter(f["kind"] for f in self.failures).items()))
+        payload["clients"] = [{"client": client, **self.clients[client]} for client in sorted(self.clients)]
+        return payload
+
+    @classmethod
+    def from_json(cls, payload: dict[str, Any]) -> RoundLog:
+        values = {key.replace("-", "_"): value for key, value in payload.items() if key != "failure-counts"}
+        values["clients"] = {int(row["client"]): {k: v for k, v in row.items() if k != "client"} for row in payload["clients"]}
+        return cls(**values)
 
 
 def accuracy_summary(accuracies: Iterable[float]) -> dict[str, float]:
@@ -61,88 +93,142 @@ def accuracy_summary(accuracies: Iterable[float]) -> dict[str, float]:
     }
 
 
+def failure_reason(reply: Message) -> tuple[str, str]:
+    """(kind, reason) of an error reply: a node that went away is a drop, anything else a crash.
+
+    Flower wraps a ClientApp's exception as ``<class ...>:<'... Message: text'>``; the
+    text alone is the reason, so reasons read cleanly and repeat exactly across runs.
+    """
+    reason = reply.error.reason
+    if "Message: " in reason:
+        reason = reason.split("Message: ", 1)[1].removesuffix("'>")
+    kind = DROP if reply.error.code == ErrorCode.NODE_UNAVAILABLE else CRASH
+    return kind, reason.strip()
+
+
+def most_common_reason(failures: Iterable[dict[str, Any]]) -> str:
+    counts = Counter(f"{f['kind']}: {f['reason']}" for f in failures)
+    reason, count = counts.most_common(1)[0]
+    return f"{reason} ({count}x)"
+
+
 class PersonalizedStrategy(FedAvg):
     """Base of every fedhei strategy; subclasses set ``policy`` (and ``name``)."""
 
     name: ClassVar[str] = "base"
     policy: ClassVar[ClientPolicy] = ClientPolicy()
 
-    def __init__(self, scenario: Scenario, run_dir: str, fraction_evaluate: float = 1.0) -> None:
+    def __init__(self, scenario: Scenario, run_dir: str, run_token: str = "", observer: RoundObserver | None = None) -> None:
         super().__init__(
             fraction_train=scenario.fraction_train,
-            fraction_evaluate=fraction_evaluate,
+            fraction_evaluate=scenario.fraction_evaluate,
             min_train_nodes=1,
-            min_evaluate_nodes=1,
+            min_evaluate_nodes=1 if scenario.fraction_evaluate > 0 else 0,
             min_available_nodes=scenario.num_clients,
         )
         self.scenario = scenario
         self.run_dir = run_dir
+        self.run_token = run_token
+        self.observer = observer or RoundLines(self.name)
+        self.directory: ClientDirectory | None = None
         self.rounds: dict[int, RoundLog] = {}
+        self.completed_round = 0
         self.consensus_generic: list[str] | None = None
+        # Partitions whose update was accepted once: they hold their own state from then on.
+        self.participants: set[int] = set()
+        # Wall-clock seconds per round, kept apart from results.json (which must repeat exactly).
+        self.timings: dict[int, float] = {}
         self._current: ArrayRecord | None = None
-        # Node ids whose update was accepted once: they hold their own state from then on.
-        self._participants: set[int] = set()
+        self._evaluate_sampled: dict[int, list[int]] = {}
 
     def summary(self) -> None:
         log.info("%s: policy %s, %d clients, %.0f%% per round", type(self).__name__, self.policy.to_config(),
                  self.scenario.num_clients, 100 * self.scenario.fraction_train)
 
-    # -- messages -------------------------------------------------------------------------
+    # -- state, for checkpoints ---------------------------------------------------------------
 
-    def _sample(self, grid: Grid, fraction: float, server_round: int, salt: int) -> list[int]:
-        """Seeded by scenario seed and round, so a rerun samples the same clients."""
-        nodes = sorted(grid.get_node_ids())
-        count = min(len(nodes), max(1, int(round(len(nodes) * fraction))))
-        return sorted(random.Random(self.scenario.seed * 1_000_003 + server_round * 7 + salt).sample(nodes, count))
+    def state_dict(self) -> dict[str, Any]:
+        """Everything besides the global arrays that the next round depends on (JSON-able)."""
+        return {
+            "rounds": [self.rounds[number].to_json() for number in sorted(self.rounds)],
+            "participants": sorted(self.participants),
+            "consensus-generic": self.consensus_generic,
+            "timings": {str(number): seconds for number, seconds in sorted(self.timings.items())},
+        }
+
+    def load_state_dict(self, state: dict[str, Any], completed_round: int) -> None:
+        self.rounds = {int(entry["round"]): RoundLog.from_json(entry) for entry in state["rounds"]}
+        self.participants = {int(client) for client in state["participants"]}
+        self.consensus_generic = state["consensus-generic"]
+        self.timings = {int(number): float(seconds) for number, seconds in state["timings"].items()}
+        self.completed_round = completed_round
+
+    # -- sampling and messages ------------------------------------------------------------------
+
+    def sample(self, fraction: float, server_round: int, purpose: str) -> list[int]:
+        """Partition ids drawn from the (seed, purpose, round) stream: the same users in every run."""
+        population = self.scenario.num_clients
+        count = min(population, max(1, int(round(population * fraction))))
+        chosen = seeding.rng(self.scenario.seed, purpose, server_round).choice(population, size=count, replace=False)
+        return sorted(int(client) for client in chosen)
 
     def round_config(self, server_round: int, final: bool = False) -> ConfigRecord:
         config: dict[str, Any] = {
             **self.policy.to_config(),
             "server-round": server_round,
             "run-dir": self.run_dir,
+            "run-token": self.run_token,
             "final": final,
             "use-consensus": self.consensus_generic is not None,
             "consensus-generic": list(self.consensus_generic or []),
         }
         return ConfigRecord(config)
 
-    def _messages(self, node_ids: list[int], arrays: ArrayRecord, config: ConfigRecord, message_type: str) -> list[Message]:
-        """One message per node: the whole model to newcomers, only what the policy shares to the rest.
+    def _messages(self, partitions: list[int], arrays: ArrayRecord, config: ConfigRecord, message_type: str) -> list[Message]:
+        """One message per client: the whole model to newcomers, only what the policy shares to the rest.
 
         A client that has trained keeps its personal parameters itself, so sending them
         again would only inflate the download; newcomers need the full base model.
         """
+        assert self.directory is not None, "the client directory is discovered before any round"
         scenario = ConfigRecord(self.scenario.to_mapping())
         shared = shared_parameters(self.policy, arrays.keys())
         returning = ArrayRecord({name: arrays[name] for name in arrays.keys() if name in shared})
         return [
             Message(
-                content=RecordDict({"arrays": returning if node in self._participants else arrays, "config": config, "scenario": scenario}),
+                content=RecordDict({"arrays": returning if partition in self.participants else arrays, "config": config,
+                                    "scenario": scenario}),
                 message_type=message_type,
-                dst_node_id=node,
+                dst_node_id=self.directory.node_of[partition],
             )
-            for node in node_ids
+            for partition in partitions
         ]
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
         self._current = arrays
-        nodes = self._sample(grid, self.scenario.fraction_train, server_round, salt=0)
         record = self.rounds.setdefault(server_round, RoundLog(server_round))
-        messages = self._messages(nodes, arrays, self.round_config(server_round), MessageType.TRAIN)
-        record.sampled = len(nodes)
+        record.sampled = self.sample(self.scenario.fraction_train, server_round, "sample-train")
+        messages = self._messages(record.sampled, arrays, self.round_config(server_round), MessageType.TRAIN)
         record.bytes_down = sum(message.content.array_records["arrays"].count_bytes() for message in messages)
         return messages
 
     def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
-        nodes = self._sample(grid, self.fraction_evaluate, server_round, salt=1)
-        return self._messages(nodes, arrays, self.round_config(server_round), MessageType.EVALUATE)
+        if self.scenario.fraction_evaluate == 0:
+            self._evaluate_sampled[server_round] = []
+            return []
+        chosen = self.sample(self.scenario.fraction_evaluate, server_round, "sample-evaluate")
+        self._evaluate_sampled[server_round] = chosen
+        return self._messages(chosen, arrays, self.round_config(server_round), MessageType.EVALUATE)
 
-    # -- aggregation ----------------------------------------------------------------------
+    def _by_partition(self, replies: Iterable[Message]) -> dict[int, Message]:
+        assert self.directory is not None
+        partition_of = self.directory.partition_of
+        return {partition_of[reply.metadata.src_node_id]: reply for reply in replies}
+
+    # -- aggregation --------------------------------------------------------------------------
 
     def check_reply(self, reply: Message, shapes: dict[str, tuple[int, ...]]) -> tuple[float, dict[str, DecodedTensor]]:
         """Weight and decoded tensors of one reply, or :class:`UpdateError` saying why not."""
-        if reply.has_error():
-            raise UpdateError(f"client failed: {reply.error.reason}")
         content = reply.content
         if "arrays" not in content.array_records or "metrics" not in content.metric_records:
             raise UpdateError("reply lacks its 'arrays' or 'metrics' record")
@@ -161,20 +247,30 @@ class PersonalizedStrategy(FedAvg):
         assert self._current is not None, "configure_train runs before aggregate_train"
         current = {name: array.numpy() for name, array in self._current.items()}
         shapes = {name: tuple(value.shape) for name, value in current.items()}
+        received = self._by_partition(replies)
         accepted: list[tuple[float, dict[str, DecodedTensor]]] = []
         accepted_replies: list[Message] = []
-        for reply in replies:
-            node = reply.metadata.src_node_id
+        for client in record.sampled:
+            reply = received.get(client)
+            if reply is None:
+                record.fail(client, "train", TIMEOUT, f"no reply within round-timeout ({self.scenario.round_timeout:g} s)")
+                continue
+            if reply.has_error():
+                record.fail(client, "train", *failure_reason(reply))
+                continue
+            record.bytes_up += reply.content.array_records["arrays"].count_bytes() if "arrays" in reply.content.array_records else 0
             try:
                 accepted.append(self.check_reply(reply, shapes))
             except UpdateError as error:
-                log.warning("round %d: left out node %s: %s", server_round, node, error)
-                record.excluded.append({"node": int(node), "reason": str(error)})
+                record.fail(client, "train", INVALID, str(error))
                 continue
             accepted_replies.append(reply)
-            self._participants.add(int(node))
-            record.bytes_up += reply.content.array_records["arrays"].count_bytes()
-        record.aggregated = len(accepted)
+            record.aggregated.append(client)
+            self.participants.add(client)
+            record.clients.setdefault(client, {}).update(
+                {key: value for key, value in _numbers(reply.content.metric_records["metrics"]).items() if key != "client-id"})
+        for failure in record.failed("train"):
+            log.info("round %d: left out client %d (%s): %s", server_round, failure["client"], failure["kind"], failure["reason"])
         if not accepted:
             return None, None
         merged = self.combine(current, accepted)
@@ -184,7 +280,7 @@ class PersonalizedStrategy(FedAvg):
         return ArrayRecord({name: Array(np.ascontiguousarray(value)) for name, value in merged.items()}), MetricRecord(metrics)
 
     def combine(self, current: dict[str, np.ndarray], updates: list[tuple[float, dict[str, DecodedTensor]]]) -> dict[str, np.ndarray]:
-        """The aggregation rule proper, on checked and decoded updates; override it to try another."""
+        """The aggregation rule proper, on checked and decoded updates in partition order; override it to try another."""
         return masked_average(current, updates)
 
     def after_aggregation(self, server_round: int, replies: list[Message]) -> None:
@@ -215,32 +311,119 @@ class PersonalizedStrategy(FedAvg):
         return merged
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]) -> MetricRecord | None:
-        good = [reply for reply in replies if not reply.has_error() and "metrics" in reply.content.metric_records]
-        if not good:
-            return None
-        metrics = [reply.content.metric_records["metrics"] for reply in good]
-        summary = accuracy_summary(float(m["accuracy"]) for m in metrics)
-        summary["majority-class-rate-mean"] = float(np.mean([float(m["majority-class-rate"]) for m in metrics]))
-        summary["clients"] = float(len(good))
         record = self.rounds.setdefault(server_round, RoundLog(server_round))
+        received = self._by_partition(replies)
+        metrics: list[dict[str, float]] = []
+        for client in self._evaluate_sampled.get(server_round, []):
+            reply = received.get(client)
+            if reply is None:
+                record.fail(client, "evaluate", TIMEOUT, f"no reply within round-timeout ({self.scenario.round_timeout:g} s)")
+            elif reply.has_error():
+                record.fail(client, "evaluate", *failure_reason(reply))
+            else:
+                numbers = _numbers(reply.content.metric_records["metrics"])
+                record.evaluated.append(client)
+                record.clients.setdefault(client, {}).update(
+                    {key: value for key, value in numbers.items() if key not in ("num-examples", "client-id")})
+                metrics.append(numbers)
+        if not metrics:
+            return None
+        summary = accuracy_summary(m["accuracy"] for m in metrics)
+        summary["majority-class-rate-mean"] = float(np.mean([m["majority-class-rate"] for m in metrics]))
+        summary["clients"] = float(len(metrics))
         record.evaluate = summary
-        console.print(
-            f"[{self.name}] round {server_round}/{self.scenario.num_server_rounds}: {record.aggregated}/{record.sampled} "
-            f"updates, mean client acc {summary.get('accuracy-mean', float('nan')):.3f}, "
-            f"up {human_bytes(record.bytes_up)}, down {human_bytes(record.bytes_down)}"
-        )
         return MetricRecord(summary)
+
+    # -- the rounds ---------------------------------------------------------------------------
+
+    def start(
+        self,
+        grid: Grid,
+        initial_arrays: ArrayRecord,
+        num_rounds: int = 3,
+        timeout: float = 3600,
+        train_config: ConfigRecord | None = None,
+        evaluate_config: ConfigRecord | None = None,
+        evaluate_fn: Any = None,
+    ) -> Result:
+        """Flower's round loop, made resumable and strict about failures.
+
+        Starts after ``completed_round`` (0, or the checkpoint's), writes a checkpoint
+        after each round, and stops the run (:class:`RunFailed`) when a round loses more
+        than ``max-failed-fraction`` of its sampled clients.
+        """
+        timeout = self.scenario.round_timeout
+        if self.directory is None:
+            self.directory = ClientDirectory.discover(grid, ConfigRecord(self.scenario.to_mapping()), self.scenario.num_clients)
+        result = Result(arrays=initial_arrays)
+        for server_round in range(self.completed_round + 1, num_rounds + 1):
+            started = time.perf_counter()
+            messages = list(self.configure_train(server_round, result.arrays, train_config or ConfigRecord(), grid))
+            self.observer.round_started(server_round, num_rounds, len(messages))
+            replies = exchange(grid, messages, timeout, on_reply=lambda _: self.observer.reply_received())
+            arrays, _ = self.aggregate_train(server_round, replies)
+            self._stop_if_too_many_failed(server_round)
+            if arrays is not None:
+                result.arrays = arrays
+            evaluation = list(self.configure_evaluate(server_round, result.arrays, evaluate_config or ConfigRecord(), grid))
+            self.aggregate_evaluate(server_round, exchange(grid, evaluation, timeout) if evaluation else [])
+            self.completed_round = server_round
+            self.timings[server_round] = time.perf_counter() - started
+            self._checkpoint(result.arrays)
+            self.observer.round_finished(self.rounds[server_round], num_rounds, self.timings[server_round])
+        if not any(self.rounds[number].aggregated for number in self.rounds):
+            raise RunFailed("no client update was aggregated in any round; see the failures in results.json")
+        return result
+
+    def _stop_if_too_many_failed(self, server_round: int) -> None:
+        record = self.rounds[server_round]
+        failed = record.failed("train")
+        if failed and len(failed) > self.scenario.max_failed_fraction * len(record.sampled):
+            raise RunFailed(f"round {server_round}: {len(failed)} of {len(record.sampled)} sampled clients failed, more "
+                            f"than max-failed-fraction {self.scenario.max_failed_fraction:g}; most common: "
+                            f"{most_common_reason(failed)}", stopped_round=server_round)
+
+    def _checkpoint(self, arrays: ArrayRecord) -> None:
+        checkpoint = ServerCheckpoint(
+            completed_round=self.completed_round,
+            run_token=self.run_token,
+            scenario=self.scenario.to_mapping(),
+            strategy_state=self.state_dict(),
+            arrays={name: array.numpy() for name, array in arrays.items()},
+        )
+        checkpoint.save(Path(self.run_dir))
 
     # -- the end of a run -----------------------------------------------------------------
 
-    def finalize(self, grid: Grid, arrays: ArrayRecord, num_rounds: int, timeout: float) -> list[dict[str, float]]:
-        """Every client builds, evaluates and exports its own model; returns their manifests' numbers."""
-        nodes = sorted(grid.get_node_ids())
-        messages = self._messages(nodes, arrays, self.round_config(num_rounds, final=True), MessageType.EVALUATE)
-        finals = []
-        for reply in grid.send_and_receive(messages, timeout=timeout):
-            if reply.has_error():
-                log.warning("final export failed on node %s: %s", reply.metadata.src_node_id, reply.error.reason)
-                continue
-            finals.append({key: float(value) for key, value in reply.content.metric_records["metrics"].items()})
-        return sorted(finals, key=lambda m: m["client-id"])
+    def export_timeout(self) -> float:
+        """The final export asks every client at once: round-timeout per round's worth of clients."""
+        per_round = len(self.sample(self.scenario.fraction_train, 1, "sample-train"))
+        return self.scenario.round_timeout * -(-self.scenario.num_clients // per_round)
+
+    def finalize(self, grid: Grid, arrays: ArrayRecord) -> tuple[list[dict[str, float]], list[dict[str, Any]]]:
+        """Every client builds, evaluates and exports its own model: their numbers, and the export failures."""
+        assert self.directory is not None
+        clients = list(range(self.scenario.num_clients))
+        final_round = self.scenario.num_server_rounds
+        messages = self._messages(clients, arrays, self.round_config(final_round, final=True), MessageType.EVALUATE)
+        self.observer.export_started(len(messages))
+        received = self._by_partition(exchange(grid, messages, self.export_timeout(),
+                                               on_reply=lambda _: self.observer.reply_received()))
+        finals, failures = [], []
+        for client in clients:
+            reply = received.get(client)
+            if reply is None:
+                failures.append({"client": client, "phase": "export", "kind": TIMEOUT,
+                                 "reason": f"no reply within the export's timeout ({self.export_timeout():g} s)"})
+            elif reply.has_error():
+                kind, reason = failure_reason(reply)
+                failures.append({"client": client, "phase": "export", "kind": kind, "reason": reason})
+            else:
+                finals.append(_numbers(reply.content.metric_records["metrics"]))
+        for failure in failures:
+            log.info("final export failed on client %d (%s): %s", failure["client"], failure["kind"], failure["reason"])
+        return finals, failures
+
+
+def _numbers(record: MetricRecord) -> dict[str, float]:
+    return {key: float(value) for key, value in record.items()}

@@ -8,52 +8,117 @@ app in-process with :func:`server_app_for`, so both paths go through
 from __future__ import annotations
 
 import logging
+import re
+import shutil
+import uuid
 from pathlib import Path
+from typing import Any
 
 from flwr.app import Array, ArrayRecord, Context
 from flwr.serverapp import Grid, ServerApp
 
+from fedhei import atomic
 from fedhei.config.scenario import Scenario
 from fedhei.data.cifar10 import load_cifar10_cached
-from fedhei.reporting.results import summarize, write_run
+from fedhei.errors import FedheiError, RunFailed
+from fedhei.reporting.progress import RoundObserver
+from fedhei.reporting.results import RESULTS_FILE, TIMINGS_FILE, build_payload, write_run
 from fedhei.training.pretrain import base_model
 from strategies import resolve_strategy
+from strategies.base import PersonalizedStrategy
+from strategies.checkpoint import CHECKPOINT_FILE, ServerCheckpoint
 
 log = logging.getLogger(__name__)
-ROUND_TIMEOUT_S = 3600.0
+_TOKEN = re.compile(r"[0-9a-f]{32}")
 
 
-def run_federation(grid: Grid, scenario: Scenario, run_dir: Path) -> dict:
-    """Run every round, then the final per-client export, and write results.json and report.md."""
+def state_root(scenario: Scenario, run_dir: Path) -> Path:
+    """Where the clients keep their state on disk: ``state-dir``, else the run directory's ``state/``."""
+    return Path(scenario.state_dir) if scenario.state_dir else run_dir / "state"
+
+
+def _fresh_run_dir(scenario: Scenario, run_dir: Path) -> None:
+    """Remove what an earlier run into this directory left that this run would not overwrite.
+
+    Only fedhei's own files go: the results, the checkpoint, and client state folders
+    named by a run token; anything else in the directory stays.
+    """
+    for name in (RESULTS_FILE, TIMINGS_FILE, "report.md", CHECKPOINT_FILE):
+        (run_dir / name).unlink(missing_ok=True)
+    root = state_root(scenario, run_dir)
+    if root.is_dir():
+        for stale in root.iterdir():
+            if stale.is_dir() and _TOKEN.fullmatch(stale.name):
+                shutil.rmtree(stale, ignore_errors=True)
+
+
+def _start(scenario: Scenario, run_dir: Path, resume: bool, observer: RoundObserver | None) -> tuple[PersonalizedStrategy, ArrayRecord]:
+    """A strategy ready for its next round, and the global arrays it starts from."""
     strategy_class = resolve_strategy(scenario.strategy)
+    if resume:
+        checkpoint = ServerCheckpoint.load(run_dir)
+        checkpoint.check_scenario(scenario.to_mapping())
+        strategy = strategy_class(scenario, str(run_dir), checkpoint.run_token, observer)
+        strategy.load_state_dict(checkpoint.strategy_state, checkpoint.completed_round)
+        return strategy, ArrayRecord({name: Array(value) for name, value in checkpoint.arrays.items()})
+    _fresh_run_dir(scenario, run_dir)
     data = load_cifar10_cached(scenario.data_source or None)
     model = base_model(data, scenario.pretrain_spec(), scenario.base_model, scenario.device)
     initial = ArrayRecord({name: Array(value.detach().cpu().numpy()) for name, value in model.named_parameters()})
+    return strategy_class(scenario, str(run_dir), uuid.uuid4().hex, observer), initial
+
+
+def run_federation(grid: Grid, scenario: Scenario, run_dir: Path, resume: bool = False,
+                   observer: RoundObserver | None = None) -> dict[str, Any]:
+    """Run every round (from the checkpoint when resuming), then the final per-client export.
+
+    Writes results.json and report.md whatever happens: complete, or partial with the
+    completed rounds and why the run stopped (then :class:`RunFailed` propagates).
+    """
     run_dir = run_dir.resolve()
-    strategy = strategy_class(scenario, str(run_dir), fraction_evaluate=scenario.fraction_evaluate)
-    result = strategy.start(grid=grid, initial_arrays=initial, num_rounds=scenario.num_server_rounds, timeout=ROUND_TIMEOUT_S)
-    clients = strategy.finalize(grid, result.arrays, scenario.num_server_rounds, ROUND_TIMEOUT_S)
-    rounds = [strategy.rounds[number].to_json() for number in sorted(strategy.rounds)]
-    payload = {
-        "scenario": scenario.to_mapping(),
-        "strategy": scenario.strategy,
-        "policy": strategy.policy.to_config(),
-        "consensus-generic": strategy.consensus_generic,
-        "rounds": rounds,
-        "clients": clients,
-        "summary": summarize(rounds, clients),
-    }
-    write_run(run_dir, payload)
+    strategy, arrays = _start(scenario, run_dir, resume, observer)
+    try:
+        result = strategy.start(grid=grid, initial_arrays=arrays, num_rounds=scenario.num_server_rounds)
+        clients, export_failures = strategy.finalize(grid, result.arrays)
+    except RunFailed as failure:
+        _write(run_dir, strategy, clients=[], export_failures=[], stopped={"round": failure.stopped_round, "reason": str(failure)})
+        raise RunFailed(f"{failure}; the completed rounds are in {run_dir / RESULTS_FILE} (status partial)") from failure
+    if export_failures:
+        missing = [failure["client"] for failure in export_failures]
+        reason = f"the final export failed for clients {missing[:10]}"
+        payload = _write(run_dir, strategy, clients, export_failures, stopped={"round": None, "reason": reason})
+        raise RunFailed(f"{reason} (first: {export_failures[0]['kind']}: {export_failures[0]['reason']}); "
+                        f"the other clients' results are in {run_dir / RESULTS_FILE} (status partial)")
+    payload = _write(run_dir, strategy, clients, [], stopped=None)
+    shutil.rmtree(state_root(scenario, run_dir) / strategy.run_token, ignore_errors=True)
     return payload
 
 
-def server_app_for(scenario: Scenario, run_dir: Path) -> ServerApp:
+def _write(run_dir: Path, strategy: PersonalizedStrategy, clients: list[dict[str, float]], export_failures: list[dict[str, Any]],
+           stopped: dict[str, Any] | None) -> dict[str, Any]:
+    payload = build_payload(
+        scenario=strategy.scenario.to_mapping(),
+        strategy=strategy.scenario.strategy,
+        policy=strategy.policy.to_config(),
+        consensus_generic=strategy.consensus_generic,
+        rounds=[strategy.rounds[number].to_json() for number in sorted(strategy.rounds)],
+        clients=sorted(clients, key=lambda client: client["client-id"]),
+        export_failures=export_failures,
+        stopped=stopped,
+        adapts_before_export=strategy.policy.adapts_before_export,
+    )
+    write_run(run_dir, payload)
+    atomic.write_json(run_dir / TIMINGS_FILE, {"round-seconds": {str(r): s for r, s in sorted(strategy.timings.items())}})
+    return payload
+
+
+def server_app_for(scenario: Scenario, run_dir: Path, resume: bool = False, observer: RoundObserver | None = None) -> ServerApp:
     """A ServerApp bound to an already parsed scenario (the in-process ``fedhei run`` path)."""
     server = ServerApp()
 
     @server.main()
     def main(grid: Grid, context: Context) -> None:
-        run_federation(grid, scenario, run_dir)
+        run_federation(grid, scenario, run_dir, resume, observer)
 
     return server
 
@@ -63,5 +128,9 @@ app = ServerApp()
 
 @app.main()
 def main(grid: Grid, context: Context) -> None:
-    scenario = Scenario.from_mapping(dict(context.run_config))
+    try:
+        scenario = Scenario.from_mapping(dict(context.run_config))
+    except FedheiError as error:
+        log.error("fedhei: error: %s", error)
+        raise
     run_federation(grid, scenario, scenario.run_dir())

@@ -10,7 +10,8 @@ import torch
 
 from fedhei.config.scenario import Scenario
 from fedhei.errors import FedheiError
-from fedhei.federation.client_round import ClientJob, finalize, train_round
+from fedhei.federation.client_round import ClientJob, train_round
+from fedhei.federation.export import finalize
 from fedhei.federation.policy import ClientPolicy, Pruning, Sharing
 from fedhei.federation.wire import VALUES_SUFFIX
 from fedhei.models.registry import create_model

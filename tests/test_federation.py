@@ -136,5 +136,6 @@ def test_every_client_ends_with_its_own_model_matching_its_manifest(federation) 
         assert set(manifest["roles"].values()) == {"generic", "personalized"}
     results = json.loads((run_dir / "results.json").read_text())
     assert results["summary"]["clients"] == 4 and len(results["rounds"]) == 2
-    assert all(r["bytes-up"] > 0 and r["excluded"] == [] for r in results["rounds"])
+    assert all(r["bytes-up"] > 0 and r["failures"] == [] and r["aggregated"] == [0, 1, 2, 3] for r in results["rounds"])
+    assert results["status"] == "complete" and results["failures"]["total"] == 0
     assert (run_dir / "report.md").read_text().startswith("# e2e")

@@ -9,19 +9,25 @@ from pathlib import Path
 import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, Error, Message, MessageType, Metadata, MetricRecord, RecordDict
+from flwr.common.constant import ErrorCode
 
 from fedhei.config.scenario import Scenario
-from fedhei.errors import FedheiError
+from fedhei.errors import FedheiError, RunFailed
 from fedhei.federation.wire import encode
 from strategies import STRATEGIES, resolve_strategy
+from strategies.base import RoundLog, failure_reason
+from strategies.directory import ClientDirectory
 from strategies.fedhei import FedHEI
 
 GLOBAL = {"a.weight": np.arange(6, dtype=np.float32).reshape(2, 3), "a.bias": np.zeros(2, dtype=np.float32)}
 
 
-def _strategy() -> FedHEI:
-    strategy = FedHEI(Scenario(num_clients=4), run_dir="/nonexistent")
+def _strategy(sampled: list[int], cls: type[FedHEI] = FedHEI) -> FedHEI:
+    """A strategy mid-round: these partitions were sampled (node id = partition id here)."""
+    strategy = cls(Scenario(num_clients=10), run_dir="/nonexistent")
+    strategy.directory = ClientDirectory({client: client for client in range(10)})
     strategy._current = ArrayRecord({name: Array(value) for name, value in GLOBAL.items()})
+    strategy.rounds[1] = RoundLog(1, sampled=sampled)
     return strategy
 
 
@@ -31,9 +37,10 @@ def _received_from(node: int) -> Metadata:
                     group_id="1", created_at=time.time(), ttl=3600.0, message_type=MessageType.TRAIN)
 
 
-def _reply(node: int, arrays: dict[str, np.ndarray] | None = None, examples: float = 10.0, loss: float = 1.0, error: str = "") -> Message:
+def _reply(node: int, arrays: dict[str, np.ndarray] | None = None, examples: float = 10.0, loss: float = 1.0, error: str = "",
+           code: int = ErrorCode.CLIENT_APP_RAISED_EXCEPTION) -> Message:
     if error:
-        return Message(error=Error(code=0, reason=error), metadata=_received_from(node))
+        return Message(error=Error(code=code, reason=error), metadata=_received_from(node))
     content = RecordDict(
         {
             "arrays": ArrayRecord({name: Array(np.ascontiguousarray(value)) for name, value in (arrays or {}).items()}),
@@ -51,26 +58,32 @@ def _good(node: int, scale: float, examples: float) -> Message:
 
 
 @pytest.mark.parametrize(
-    ("bad", "reason"),
+    ("bad", "kind", "reason"),
     [
-        (_reply(9, error="ValueError: boom in train"), "client failed: ValueError: boom in train"),
-        (_reply(9, {"a.weight": np.full((2, 3), np.nan, dtype=np.float32)}), "NaN"),
-        (_reply(9, {"a.weight": np.ones((3, 3), dtype=np.float32)}), "shape"),
-        (_reply(9, {"blocks.99.mlp.fc1.weight": np.ones(2, dtype=np.float32)}), "unknown layer name"),
-        (_reply(9, {"a.bias": np.ones(2, dtype=np.float32)}, loss=float("nan")), "train-loss is NaN"),
-        (_reply(9, {"a.bias": np.ones(2, dtype=np.float32)}, examples=0.0), "num-examples"),
+        (_reply(9, error="ValueError: boom in train"), "crash", "ValueError: boom in train"),
+        (_reply(9, error="ValueError: gone", code=ErrorCode.NODE_UNAVAILABLE), "drop", "ValueError: gone"),
+        (None, "timeout", "no reply within round-timeout"),
+        (_reply(9, {"a.weight": np.full((2, 3), np.nan, dtype=np.float32)}), "invalid", "NaN"),
+        (_reply(9, {"a.weight": np.ones((3, 3), dtype=np.float32)}), "invalid", "shape"),
+        (_reply(9, {"blocks.99.mlp.fc1.weight": np.ones(2, dtype=np.float32)}), "invalid", "unknown layer name"),
+        (_reply(9, {"a.bias": np.ones(2, dtype=np.float32)}, loss=float("nan")), "invalid", "train-loss is NaN"),
+        (_reply(9, {"a.bias": np.ones(2, dtype=np.float32)}, examples=0.0), "invalid", "num-examples"),
     ],
-    ids=["exception", "nan", "shape", "unknown-name", "nan-loss", "no-examples"],
+    ids=["exception", "drop", "timeout", "nan", "shape", "unknown-name", "nan-loss", "no-examples"],
 )
-def test_a_bad_update_is_left_out_with_its_reason_and_the_round_goes_on(bad: Message, reason: str, caplog: pytest.LogCaptureFixture) -> None:
-    strategy = _strategy()
-    with caplog.at_level(logging.WARNING):
-        arrays, _ = strategy.aggregate_train(1, [_good(1, 2.0, 10.0), bad, _good(2, 4.0, 30.0)])
+def test_a_failed_client_is_left_out_with_its_kind_and_reason_and_the_round_goes_on(
+    bad: Message | None, kind: str, reason: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    strategy = _strategy(sampled=[1, 2, 9])
+    replies = [_good(2, 4.0, 30.0), _good(1, 2.0, 10.0)] + ([bad] if bad is not None else [])
+    with caplog.at_level(logging.INFO):
+        arrays, _ = strategy.aggregate_train(1, replies)
     assert arrays is not None
     record = strategy.rounds[1]
-    assert record.aggregated == 2 and len(record.excluded) == 1
-    assert record.excluded[0]["node"] == 9 and reason in record.excluded[0]["reason"]
-    assert reason in caplog.text
+    assert record.aggregated == [1, 2]
+    assert [(f["client"], f["phase"], f["kind"]) for f in record.failures] == [(9, "train", kind)]
+    assert reason in record.failures[0]["reason"] and reason in caplog.text
+    assert record.to_json()["failure-counts"] == {kind: 1}
     weight = arrays["a.weight"].numpy()
     # Kept by both clients: the example-weighted mean (2*10 + 4*30) / 40 = 3.5 times the global.
     assert weight[0, 0] == pytest.approx(0.0) and weight[0, 1] == pytest.approx(3.5 * 1.0)
@@ -80,10 +93,38 @@ def test_a_bad_update_is_left_out_with_its_reason_and_the_round_goes_on(bad: Mes
 
 
 def test_a_round_where_every_update_is_bad_keeps_the_model() -> None:
-    strategy = _strategy()
+    strategy = _strategy(sampled=[3])
     arrays, metrics = strategy.aggregate_train(1, [_reply(3, error="crash")])
     assert arrays is None and metrics is None
-    assert strategy.rounds[1].aggregated == 0
+    assert strategy.rounds[1].aggregated == []
+
+
+def test_flower_wrapped_exceptions_keep_only_their_message() -> None:
+    wrapped = "<class 'flwr.clientapp.client_app.ClientAppException'>:<'\nException ClientAppException occurred. Message: injected crash (fault-crash)'>"
+    assert failure_reason(_reply(3, error=wrapped)) == ("crash", "injected crash (fault-crash)")
+
+
+def test_more_failures_than_the_limit_stop_the_run_with_the_most_common_reason() -> None:
+    strategy = _strategy(sampled=[1, 2, 3, 4])
+    strategy.aggregate_train(1, [_good(1, 2.0, 10.0), _reply(2, error="disk full"), _reply(3, error="disk full")])
+    with pytest.raises(RunFailed, match=r"3 of 4 sampled clients failed.*crash: disk full \(2x\)") as stopped:
+        strategy._stop_if_too_many_failed(1)
+    assert stopped.value.stopped_round == 1
+    lenient = _strategy(sampled=[1, 2, 3, 4])
+    lenient.scenario = lenient.scenario.replace(max_failed_fraction=0.75)
+    lenient.aggregate_train(1, [_good(1, 2.0, 10.0), _reply(2, error="disk full"), _reply(3, error="disk full")])
+    lenient._stop_if_too_many_failed(1)
+
+
+def test_replies_are_aggregated_in_partition_order_whatever_order_they_arrive_in() -> None:
+    orders = [[_good(1, 2.0, 10.0), _good(2, 4.0, 30.0), _good(3, 7.0, 3.0)], [_good(3, 7.0, 3.0), _good(1, 2.0, 10.0), _good(2, 4.0, 30.0)]]
+    results = []
+    for replies in orders:
+        strategy = _strategy(sampled=[1, 2, 3])
+        arrays, _ = strategy.aggregate_train(1, replies)
+        results.append(arrays["a.weight"].numpy().tobytes() + arrays["a.bias"].numpy().tobytes())
+        assert strategy.rounds[1].aggregated == [1, 2, 3]
+    assert results[0] == results[1]
 
 
 def test_strategies_resolve_by_name_and_by_import_path() -> None:
@@ -100,8 +141,7 @@ def test_the_readme_example_strategy_works_as_written() -> None:
     code = readme.split("<!-- example:start -->")[1].split("<!-- example:end -->")[0]
     namespace: dict = {}
     exec(code.replace("```python", "").replace("```", ""), namespace)
-    strategy = namespace["MaskedMedian"](Scenario(num_clients=4), run_dir="/nonexistent")
-    strategy._current = ArrayRecord({name: Array(value) for name, value in GLOBAL.items()})
+    strategy = _strategy(sampled=[1, 2, 3], cls=namespace["MaskedMedian"])
     arrays, _ = strategy.aggregate_train(1, [_good(1, 2.0, 10.0), _good(2, 4.0, 30.0), _good(3, 100.0, 1.0)])
     weight = arrays["a.weight"].numpy()
     # Kept by all three: the median (4x) ignores the outlier (100x), whatever the weights.

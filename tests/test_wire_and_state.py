@@ -8,7 +8,7 @@ import torch
 from flwr.app import Context, RecordDict
 
 from clients.state import ContextStateStore, DiskStateStore
-from fedhei.federation.client_round import ClientState
+from fedhei.federation.state import ClientState
 from fedhei.federation.wire import UpdateError, decode, encode, masked_average, nbytes
 from fedhei.method.roles import GENERIC, PERSONALIZED, RoleMap
 
@@ -62,15 +62,34 @@ def _assert_same(loaded: ClientState, original: ClientState) -> None:
 
 def test_context_store_survives_a_rebuilt_client_app() -> None:
     context = Context(run_id=1, node_id=7, node_config={"partition-id": 0}, state=RecordDict(), run_config={})
-    assert ContextStateStore(context).load() is None
+    assert ContextStateStore(context).load(before_round=2) is None
     original = _state()
-    ContextStateStore(context).save(original)
-    _assert_same(ContextStateStore(context).load(), original)
+    ContextStateStore(context).save(original, server_round=1)
+    _assert_same(ContextStateStore(context).load(before_round=2), original)
 
 
-def test_disk_store_writes_one_file_per_client_and_reads_it_back(tmp_path: Path) -> None:
+def test_disk_store_reads_back_what_it_wrote_per_client(tmp_path: Path) -> None:
     original = _state()
-    DiskStateStore(tmp_path, 3).save(original)
-    assert [p.name for p in tmp_path.iterdir()] == ["client-3.safetensors"]
-    _assert_same(DiskStateStore(tmp_path, 3).load(), original)
-    assert DiskStateStore(tmp_path, 4).load() is None
+    DiskStateStore(tmp_path, 3).save(original, server_round=2)
+    assert [p.name for p in (tmp_path / "client-3").iterdir()] == ["round-2.safetensors"]
+    _assert_same(DiskStateStore(tmp_path, 3).load(before_round=3), original)
+    assert DiskStateStore(tmp_path, 4).load(before_round=3) is None
+
+
+def test_disk_store_keeps_the_state_a_round_started_from_until_the_next_round_saves(tmp_path: Path) -> None:
+    """A round cut short (a killed run) must be able to start again from the state it started from."""
+    store = DiskStateStore(tmp_path, 0)
+    first, second = _state(), _state()
+    second.step = 3
+    store.save(first, server_round=1)
+    store.save(second, server_round=4)
+    # Round 4 is being redone after a kill: it starts from round 1's state, not its own half-done one.
+    assert store.load(before_round=4).step == first.step
+    assert store.load(before_round=5).step == 3
+    third = _state()
+    third.step = 4
+    store.save(third, server_round=6)
+    assert sorted(p.name for p in (tmp_path / "client-0").iterdir()) == ["round-4.safetensors", "round-6.safetensors"]
+    assert store.load(before_round=6).step == 3
+    # Round 1's state was superseded once round 4's was the base of a saved round.
+    assert store.load(before_round=2) is None

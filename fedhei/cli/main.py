@@ -2,7 +2,8 @@
 
 Each subcommand is a pair (add its arguments, run it) in one table, so adding a
 command is one entry, not another branch. A :class:`FedheiError` anywhere below
-becomes one line on stderr and exit status 2.
+becomes one line on stderr and exit status 2; a run that started but failed
+(:class:`RunFailed`) becomes one line and exit status 3.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from fedhei.errors import FedheiError
+from fedhei.errors import FedheiError, RunFailed
 
 
 @dataclass(frozen=True)
@@ -109,26 +110,36 @@ def _run_arguments(parser: argparse.ArgumentParser) -> None:
                         help="override one setting, e.g. --set num-server-rounds=5 (repeatable)")
     parser.add_argument("--strategy", dest="strategies", action="append", default=[],
                         help="run these strategies side by side (repeatable); default: the scenario's own")
-    parser.add_argument("--out", type=Path, help="run directory (default: <out-dir>/<scenario name>)")
+    parser.add_argument("--out", type=Path, help="run directory (default: <out-dir>/<scenario name>/<strategy>)")
+    parser.add_argument("--data", default="", help="CIFAR-10 source (sets data-source): folder, .tar.gz, 'synthetic' or 'download'")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines, only the final summary")
+
+
+def _run_arguments_with_resume(parser: argparse.ArgumentParser) -> None:
+    _run_arguments(parser)
+    parser.add_argument("--resume", type=Path, metavar="RUN_DIR",
+                        help="continue a killed or stopped run from its last complete round (same scenario and --set values)")
 
 
 def _run(args: argparse.Namespace) -> int:
     from fedhei.experiments.run import run_command
 
-    return run_command(args.scenario, args.overrides, args.strategies, args.out)
+    return run_command(args.scenario, args.overrides, args.strategies, args.out, args.data, args.resume,
+                       verbose=args.verbose, quiet=args.quiet)
 
 
 def _bench(args: argparse.Namespace) -> int:
     from fedhei.experiments.run import bench_command
 
-    return bench_command(args.scenario, args.overrides, args.strategies, args.out)
+    return bench_command(args.scenario, args.overrides, args.strategies, args.out, args.data,
+                         verbose=args.verbose, quiet=args.quiet)
 
 
 COMMANDS: dict[str, Command] = {
     "data": Command("load CIFAR-10, split it over clients and show the split", _data_arguments, _data),
     "pretrain": Command("pre-train (or reuse the cached) base model", _pretrain_arguments, _pretrain),
     "compress": Command("score, classify and prune one user's model, against baselines", _compress_arguments, _compress),
-    "run": Command("run a scenario on Flower's simulation engine", _run_arguments, _run),
+    "run": Command("run a scenario on Flower's simulation engine", _run_arguments_with_resume, _run),
     "bench": Command("run every strategy on one scenario, side by side", _run_arguments, _bench),
 }
 
@@ -149,6 +160,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         return args.handler(args)
+    except RunFailed as failure:
+        print(f"fedhei: run failed: {failure}", file=sys.stderr)
+        return 3
     except FedheiError as error:
         print(f"fedhei: error: {error}", file=sys.stderr)
         return 2

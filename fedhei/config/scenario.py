@@ -17,18 +17,22 @@ from typing import Any
 
 from fedhei.data.partition import PartitionKind, PartitionSpec
 from fedhei.errors import FedheiError
+from fedhei.method.roles import RULES
+from fedhei.method.scoring import build_scorer
+from fedhei.training.device import check_device_name
 from fedhei.training.loops import TrainSettings
 from fedhei.training.pretrain import PretrainSpec
 
+# Choices that belong to no registry; the others are read from their registries below.
 _CHOICES: dict[str, tuple[str, ...]] = {
     "partition": tuple(kind.value for kind in PartitionKind),
-    "signal": ("loss", "entropy"),
-    "sensing-solver": ("lasso", "omp"),
-    "role-rule": ("absolute", "relative", "top-fraction"),
+    "role-rule": tuple(RULES),
     "shared-layers": ("per-client", "consensus"),
-    "state-store": ("context", "disk"),
+    "state-store": ("disk", "context"),
     "export-pruning": ("unstructured", "structured"),
 }
+# A hung client sleeps past round-timeout; beyond this a fault-hang study would idle for ages.
+MAX_HANG_TIMEOUT_S = 300.0
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,17 @@ class Scenario:
     seed: int = 0
     device: str = "auto"
     out_dir: str = "runs"
+    # Failures: a round in which more than this fraction of the sampled clients fail stops the run.
+    max_failed_fraction: float = 0.5
+    # Seconds the server waits for a round's replies; later ones count as timeouts.
+    round_timeout: float = 3600.0
+    # Injected faults, each a fraction of training client-rounds (fedhei.federation.faults).
+    fault_crash: float = 0.0
+    fault_hang: float = 0.0
+    fault_drop: float = 0.0
+    # What each simulated client may use: CPU cores (its torch threads) and a share of a GPU.
+    client_num_cpus: float = 1.0
+    client_num_gpus: float = 0.0
     # The data and how it is split over users.
     data_source: str = ""
     partition: str = "dirichlet"
@@ -76,11 +91,13 @@ class Scenario:
     reclassify_every: int = 0
     shared_layers: str = "per-client"
     export_pruning: str = "unstructured"
-    # Where per-client state lives between rounds.
-    state_store: str = "context"
+    # Where per-client state lives between rounds: "disk" (under the run directory, so a killed
+    # run can resume) or "context" (Flower's in-memory context.state, lost with the process).
+    state_store: str = "disk"
     state_dir: str = ""
 
     def __post_init__(self) -> None:
+        """Check every setting now, so a bad one fails at parse time, never inside a worker."""
         for key, allowed in _CHOICES.items():
             value = getattr(self, _attr(key))
             if value not in allowed:
@@ -89,18 +106,58 @@ class Scenario:
         for key in positive:
             if getattr(self, _attr(key)) < 1:
                 raise FedheiError(f"{key} is {getattr(self, _attr(key))}; it must be at least 1")
-        for key in ("fraction-train", "fraction-evaluate", "prob", "personal-factor"):
+        fractions = ("fraction-train", "fraction-evaluate", "personal-factor", "max-failed-fraction",
+                     "fault-crash", "fault-hang", "fault-drop")
+        for key in fractions:
             value = getattr(self, _attr(key))
             if not 0 <= value <= 1:
                 raise FedheiError(f"{key} is {value}; it must be in [0, 1]")
+        if not 0 <= self.prob < 1:
+            raise FedheiError(f"prob is {self.prob}; it must be in [0, 1) (the pruning ratio of generic layers)")
         if not self.local_epochs > 0 or not self.lr > 0:
             raise FedheiError("local-epochs and lr must be > 0")
         if self.sensing_measurements <= 0:
             raise FedheiError(f"sensing-measurements is {self.sensing_measurements}; give a fraction of the layer "
                               "count in (0, 1] or a count above 1")
-        # Built here so a bad split or model name fails at parse time, not inside a worker.
+        if not 0 <= self.role_threshold <= 1:
+            raise FedheiError(f"role-threshold is {self.role_threshold}; it must be in [0, 1] "
+                              f"(a fraction for role-rule '{self.role_rule}')")
+        self._check_failure_settings()
+        self._check_resources()
+        # Built here so a bad split, model, schedule or scorer fails at parse time, not inside a worker.
         self.partition_spec()
         self.pretrain_spec()
+        self._check_scorer()
+
+    def _check_failure_settings(self) -> None:
+        if not self.round_timeout > 0:
+            raise FedheiError(f"round-timeout is {self.round_timeout}; give the seconds the server waits for a round's "
+                              "replies (> 0)")
+        injected = self.fault_crash + self.fault_hang + self.fault_drop
+        if injected > 1:
+            raise FedheiError(f"fault-crash + fault-hang + fault-drop is {injected:g}; together they are a fraction of "
+                              "client-rounds and must not exceed 1")
+        if self.fault_hang > 0 and self.round_timeout > MAX_HANG_TIMEOUT_S:
+            raise FedheiError(f"fault-hang is {self.fault_hang:g} but round-timeout is {self.round_timeout:g} s: a hung "
+                              f"client sleeps past the timeout, so set round-timeout to at most {MAX_HANG_TIMEOUT_S:g} "
+                              "(e.g. 30)")
+
+    def _check_resources(self) -> None:
+        check_device_name(self.device)
+        if not self.client_num_cpus > 0 or self.client_num_gpus < 0:
+            raise FedheiError(f"client-num-cpus is {self.client_num_cpus} and client-num-gpus {self.client_num_gpus}; "
+                              "CPUs must be > 0 and GPUs >= 0 (a fraction shares one GPU between clients)")
+
+    def _check_scorer(self) -> None:
+        """Build the scorer every client will build, so its settings fail here if they would fail there."""
+        try:
+            build_scorer(self.scorer, signal=self.signal, prob=self.prob, measurements=self.sensing_measurements,
+                         solver=self.sensing_solver)
+        except FedheiError as error:
+            if "prob" not in str(error):
+                raise
+            raise FedheiError(f"prob is {self.prob:g}, but scorer '{self.scorer}' perturbs each layer by random pruning "
+                              "at ratio prob, which needs a prob in (0, 1)") from error
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> Scenario:

@@ -26,7 +26,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from fedhei import atomic
+from fedhei import atomic, seeding
 from fedhei.cache import cache_dir
 from fedhei.errors import FedheiError
 
@@ -256,7 +256,7 @@ def make_synthetic(num_train: int = 6000, num_test: int = 1500, seed: int = 0) -
     Each image is its class template, shifted by a few pixels and covered in strong
     noise, so a tiny ViT beats chance within a few hundred steps but not in one.
     """
-    rng = np.random.default_rng(seed)
+    rng = seeding.rng(seed, "synthetic-data")
     coarse = rng.uniform(-1.0, 1.0, size=(NUM_CLASSES, 4, 4, 3))
     templates = np.kron(coarse, np.ones((1, 10, 10, 1)))[:, :36, :36, :]
 

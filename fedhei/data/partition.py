@@ -15,6 +15,7 @@ from enum import StrEnum
 
 import numpy as np
 
+from fedhei import seeding
 from fedhei.errors import FedheiError
 
 logging.getLogger("datasets").setLevel(logging.ERROR)
@@ -72,14 +73,14 @@ def make_partition(train_labels: np.ndarray, test_labels: np.ndarray, spec: Part
     num_classes = int(max(train_labels.max(), test_labels.max())) + 1
     public = public_slice(train_labels, spec.public_fraction, spec.seed)
     # Shuffled, because the IID partitioner cuts contiguous runs and sources come sorted by class.
-    private = np.random.default_rng([spec.seed, 1]).permutation(np.setdiff1d(np.arange(len(train_labels)), public))
+    private = seeding.rng(spec.seed, "partition-order").permutation(np.setdiff1d(np.arange(len(train_labels)), public))
     if spec.num_clients > len(private):
         raise FedheiError(f"num-clients is {spec.num_clients} but only {len(private)} training images "
                           "remain for clients; use fewer clients or a smaller public-fraction")
     train_indices = _partition_private(private, train_labels[private], spec)
     label_counts = np.stack([np.bincount(train_labels[idx], minlength=num_classes) for idx in train_indices])
     test_indices = [
-        _matching_test_split(counts, test_labels, spec.test_ratio, np.random.default_rng([spec.seed, 2, client]))
+        _matching_test_split(counts, test_labels, spec.test_ratio, seeding.rng(spec.seed, "client-test-split", client))
         for client, counts in enumerate(label_counts)
     ]
     return Partition(spec, train_indices, test_indices, public, label_counts)
@@ -90,7 +91,7 @@ def public_slice(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
 
     The same fraction of every class, so a base model pre-trained on it sees all classes.
     """
-    rng = np.random.default_rng([seed, 0])
+    rng = seeding.rng(seed, "public-slice")
     chosen = [
         rng.permutation(np.flatnonzero(labels == label))[: round(fraction * int((labels == label).sum()))]
         for label in np.unique(labels)
@@ -110,14 +111,14 @@ def _partition_private(indices: np.ndarray, labels: np.ndarray, spec: PartitionS
             alpha=spec.alpha,
             min_partition_size=min(spec.min_partition_size, len(indices) // spec.num_clients),
             self_balancing=False,
-            seed=spec.seed,
+            seed=seeding.seed_for(spec.seed, "dirichlet") % 2**32,
         ),
         PartitionKind.PATHOLOGICAL: lambda: PathologicalPartitioner(
             num_partitions=spec.num_clients,
             partition_by="label",
             num_classes_per_partition=spec.classes_per_client,
             class_assignment_mode="first-deterministic",
-            seed=spec.seed,
+            seed=seeding.seed_for(spec.seed, "pathological") % 2**32,
         ),
     }
     partitioner = builders[spec.kind]()

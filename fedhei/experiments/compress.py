@@ -264,7 +264,8 @@ def main(args: argparse.Namespace) -> int:
     from fedhei.method.scoring import build_scorer
     from fedhei.models.registry import count_parameters
     from fedhei.reporting.progress import progress_bar
-    from fedhei.training.loops import TrainSettings, batches_for, evaluate, pick_device, train
+    from fedhei.training.device import pick_device
+    from fedhei.training.loops import TrainSettings, batches_for, evaluate, train
 
     probs = _validate(args)
     scorer = build_scorer(args.scorer, signal=args.signal, measurements=args.measurements, solver=args.solver)

@@ -7,70 +7,30 @@ deployment engine and in plain unit tests.
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from itertools import islice
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from fedhei import atomic
+from fedhei import seeding
 from fedhei.config.scenario import Scenario
 from fedhei.data.cifar10 import load_cifar10_cached
 from fedhei.data.partition import Partition, PartitionSpec, majority_class_rate, make_partition
 from fedhei.errors import FedheiError
 from fedhei.federation.policy import HEAD_PREFIX, ClientPolicy, Pruning, personal_parameters
+from fedhei.federation.state import ClientState
 from fedhei.federation.wire import encode
 from fedhei.method.pruning import compression, cubic_ratio, layer_ratios, magnitude_masks
 from fedhei.method.roles import GENERIC, PERSONALIZED, RoleMap, classify, uniform_roles
 from fedhei.method.scoring import build_scorer
-from fedhei.method.structured import save_structured, structured_prune
-from fedhei.models.checkpoints import save_checkpoint
-from fedhei.models.registry import count_parameters, create_model, linear_layers
-from fedhei.training.loops import ArrayBatches, apply_masks, batches_for, evaluate, pick_device, train
+from fedhei.models.registry import create_model, linear_layers
+from fedhei.training.device import pick_device
+from fedhei.training.loops import ArrayBatches, apply_masks, batches_for, evaluate, train
 
 Arrays = dict[str, np.ndarray]
-
-
-@dataclass
-class ClientState:
-    """What a client keeps between rounds: its personal parameters, masks, roles and schedule."""
-
-    personal: dict[str, torch.Tensor] = field(default_factory=dict)
-    masks: dict[str, torch.Tensor] = field(default_factory=dict)
-    roles: RoleMap | None = None
-    step: int = 0
-    classified_round: int = 0
-    rounds_trained: int = 0
-
-    def tensors(self) -> dict[str, torch.Tensor]:
-        """Flat tensors for a state store (masks as uint8, so any store can hold them)."""
-        flat = {f"personal/{name}": value for name, value in self.personal.items()}
-        flat.update({f"mask/{name}": value.to(torch.uint8) for name, value in self.masks.items()})
-        return flat
-
-    def meta(self) -> dict[str, Any]:
-        return {
-            "roles": self.roles.to_dict() if self.roles else None,
-            "step": self.step,
-            "classified-round": self.classified_round,
-            "rounds-trained": self.rounds_trained,
-        }
-
-    @classmethod
-    def from_parts(cls, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> ClientState:
-        return cls(
-            personal={k.removeprefix("personal/"): v for k, v in tensors.items() if k.startswith("personal/")},
-            masks={k.removeprefix("mask/"): v.bool() for k, v in tensors.items() if k.startswith("mask/")},
-            roles=RoleMap.from_dict(meta["roles"]) if meta.get("roles") else None,
-            step=int(meta["step"]),
-            classified_round=int(meta["classified-round"]),
-            rounds_trained=int(meta["rounds-trained"]),
-        )
 
 
 @dataclass(frozen=True)
@@ -89,8 +49,9 @@ class ClientJob:
 
     @property
     def seed(self) -> int:
-        """Seeded from the scenario seed, the round and the client id, for repeatable runs."""
-        return int(np.random.SeedSequence([self.scenario.seed, self.server_round, self.client_id]).generate_state(1)[0])
+        """This client's stream in this round, the same in every run whatever the order of clients."""
+        purpose = "client-export" if self.complete_schedule else "client-round"
+        return seeding.seed_for(self.scenario.seed, purpose, self.server_round, self.client_id)
 
 
 @dataclass(frozen=True)
@@ -104,6 +65,16 @@ class ClientData:
 def _partition(source: str, fingerprint: str, spec: PartitionSpec) -> Partition:
     data = load_cifar10_cached(source or None)
     return make_partition(data.train.labels, data.test.labels, spec)
+
+
+def prepare(scenario: Scenario) -> None:
+    """Load the data set and the split into this worker's memory before the first round.
+
+    A worker that does this on its first training message may overrun a short
+    round-timeout; the server's roll call gives every worker the chance first.
+    """
+    data = load_cifar10_cached(scenario.data_source or None)
+    _partition(scenario.data_source, data.fingerprint, scenario.partition_spec())
 
 
 def client_data(scenario: Scenario, client_id: int, model: nn.Module) -> ClientData:
@@ -121,7 +92,7 @@ def client_data(scenario: Scenario, client_id: int, model: nn.Module) -> ClientD
     )
 
 
-def _merge(job: ClientJob, global_arrays: Arrays, state: ClientState | None) -> nn.Module:
+def merge(job: ClientJob, global_arrays: Arrays, state: ClientState | None) -> nn.Module:
     """The global model with this client's personal parameters restored and its masks applied.
 
     A returning client receives only the shared parameters; whatever the server left out
@@ -186,8 +157,9 @@ def _train_locally(job: ClientJob, model: nn.Module, data: ClientData, masks: di
     names = {name for name, _ in model.named_parameters()}
     head = {name for name in names if name.startswith(HEAD_PREFIX)}
     if job.policy.head_epochs > 0:
-        train(model, data.train, replace(settings, epochs=job.policy.head_epochs), masks, seed=job.seed, trainable=head)
-        return train(model, data.train, settings, masks, seed=job.seed + 1, trainable=names - head)
+        head_seed = seeding.seed_for(job.seed, "head-epochs")
+        train(model, data.train, replace(settings, epochs=job.policy.head_epochs), masks, seed=head_seed, trainable=head)
+        return train(model, data.train, settings, masks, seed=job.seed, trainable=names - head)
     return train(model, data.train, settings, masks, seed=job.seed)
 
 
@@ -204,12 +176,12 @@ def train_round(job: ClientJob, global_arrays: Arrays, state: ClientState | None
 
     The update holds only the shared parameters: personal ones never leave this function.
     """
-    done = _local_round(job, global_arrays, state)
+    done = local_round(job, global_arrays, state)
     return done.update, done.metrics, done.state
 
 
-def _local_round(job: ClientJob, global_arrays: Arrays, state: ClientState | None) -> LocalRound:
-    model = _merge(job, global_arrays, state)
+def local_round(job: ClientJob, global_arrays: Arrays, state: ClientState | None) -> LocalRound:
+    model = merge(job, global_arrays, state)
     data = client_data(job.scenario, job.client_id, model)
     decision = _roles(job, model, data, state) if job.policy.uses_roles else None
     roles = decision.roles if decision else None
@@ -250,63 +222,12 @@ def _local_round(job: ClientJob, global_arrays: Arrays, state: ClientState | Non
 
 def evaluate_round(job: ClientJob, global_arrays: Arrays, state: ClientState | None) -> dict[str, float]:
     """Accuracy of this client's current model on its own test split."""
-    model = _merge(job, global_arrays, state)
+    model = merge(job, global_arrays, state)
     data = client_data(job.scenario, job.client_id, model)
     result = evaluate(model, data.test)
     return {
         "accuracy": result["accuracy"],
         "loss": result["loss"],
-        "num-examples": float(len(data.test)),
+        "test-examples": float(len(data.test)),
         "majority-class-rate": majority_class_rate(data.test_labels),
     }
-
-
-def finalize(job: ClientJob, global_arrays: Arrays, state: ClientState | None, run_dir: Path) -> dict[str, float]:
-    """Build, evaluate and export this user's final compressed model with its manifest.
-
-    Every strategy but plain FedAvg ends the same way, so their numbers compare: one
-    last local round of the strategy's own training on the final global model (a
-    FedPer head catches up with the final body, FedAvg-FT fine-tunes, a client the
-    server never sampled adapts on arrival), which also takes the rest of the pruning
-    schedule at once, so every model reaches its target ratio. Nothing is sent back.
-    """
-    if job.policy.adapts_before_export:
-        final = _local_round(replace(job, complete_schedule=True), global_arrays, state)
-        model, state = final.model, final.state
-    else:
-        model = _merge(job, global_arrays, state)
-    data = client_data(job.scenario, job.client_id, model)
-    masks = state.masks if state else {}
-    roles = state.roles if state else None
-    kept = compression(model, masks)
-    client_dir = run_dir / "clients" / str(job.client_id)
-    model_path = client_dir / "model.safetensors"
-    metadata = {"model": job.scenario.model, "client": str(job.client_id), "strategy": job.scenario.strategy,
-                "roles": json.dumps(roles.to_dict() if roles else None)}
-    exported: nn.Module = model
-    if job.scenario.export_pruning == "structured" and roles is not None and masks:
-        exported = structured_prune(model, layer_ratios(roles, job.scenario.prob, job.scenario.personal_factor))
-        save_structured(exported, model_path, metadata)
-    else:
-        save_checkpoint(model, model_path, metadata)
-    result = evaluate(exported, data.test)
-    total, nonzero = count_parameters(exported)
-    manifest = {
-        "client": job.client_id,
-        "strategy": job.scenario.strategy,
-        "model": job.scenario.model,
-        "accuracy": result["accuracy"],
-        "test-examples": len(data.test),
-        "train-examples": len(data.train),
-        "majority-class-rate": majority_class_rate(data.test_labels),
-        "params-total": total,
-        "params-nonzero": nonzero,
-        "compression": kept["compression"],
-        "linear-compression": kept["linear-compression"],
-        "bytes-on-disk": model_path.stat().st_size,
-        "export-pruning": job.scenario.export_pruning if roles is not None and masks else "none",
-        "rounds-trained": state.rounds_trained if state else 0,
-        "roles": roles.roles if roles else {},
-    }
-    atomic.write_json(client_dir / "manifest.json", manifest)
-    return {key: float(value) for key, value in manifest.items() if isinstance(value, (int, float))}

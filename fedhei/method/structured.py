@@ -17,11 +17,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from fedhei import atomic
 from fedhei.errors import FedheiError
 from fedhei.method.pruning import cubic_ratio, modules_named
 from fedhei.models.checkpoints import load_state
 from fedhei.models.registry import create_model, input_size, linear_layers
+from fedhei.models.safetensors_file import write_safetensors
 
 # Torch-Pruning's importance interface: a dependency group in, one score per channel out.
 Importance = Callable[[Any], torch.Tensor]
@@ -142,13 +142,9 @@ def save_structured(model: nn.Module, path: Path | str, metadata: Mapping[str, s
     ``metadata["model"]`` names the base model, which :func:`load_structured` rebuilds
     and then cuts to the recorded shapes.
     """
-    from safetensors.torch import save_file
-
     if not metadata.get("model"):
         raise FedheiError("save_structured needs metadata['model'], the base model's name, to load the file back")
-    tensors = {key: value.detach().contiguous().cpu() for key, value in model.state_dict().items()}
-    header = {**metadata, STRUCTURE_KEY: json.dumps(structure(model))}
-    atomic.write_with(path, lambda tmp: save_file(tensors, str(tmp), metadata=header), suffix=".safetensors")
+    write_safetensors(path, model.state_dict(), {**metadata, STRUCTURE_KEY: json.dumps(structure(model))})
 
 
 def load_structured(path: Path | str) -> nn.Module:

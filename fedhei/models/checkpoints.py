@@ -6,19 +6,18 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
-from fedhei import atomic
 from fedhei.errors import FedheiError
 from fedhei.models.registry import create_model
+from fedhei.models.safetensors_file import write_safetensors
 
 
 def save_checkpoint(model: nn.Module, path: Path | str, metadata: dict[str, str] | None = None) -> None:
     """Write the state dict as safetensors, atomically (no pickle, no half-written file)."""
-    tensors = {key: value.detach().contiguous().cpu() for key, value in model.state_dict().items()}
-    atomic.write_with(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata or {}), suffix=".safetensors")
+    write_safetensors(path, model.state_dict(), metadata)
 
 
 def read_metadata(path: Path | str) -> dict[str, str]:

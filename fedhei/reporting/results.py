@@ -1,14 +1,69 @@
-"""A run's results: results.json, report.md, and the side-by-side table of a bench."""
+"""A run's results: results.json, report.md, and the side-by-side table of a bench.
+
+results.json holds only what a rerun with the same scenario and seed must repeat
+exactly; wall-clock times live in timings.json beside it.
+"""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from fedhei import atomic
+from fedhei import __version__, atomic
+
+RESULTS_FILE = "results.json"
+TIMINGS_FILE = "timings.json"
+COMPLETE, PARTIAL = "complete", "partial"
+
+# What every strategy but plain FedAvg does between the last round and the final figures.
+FINAL_ROUND_NOTE = ("each client's final model comes from one last local round of its strategy's own training on the "
+                    "final global model (the rest of its pruning schedule included), then is evaluated and exported")
+FINAL_ROUND_NONE = "each client evaluates and exports the final global model as it is (no local round)"
+
+
+def build_payload(
+    *,
+    scenario: Mapping[str, Any],
+    strategy: str,
+    policy: Mapping[str, Any],
+    consensus_generic: list[str] | None,
+    rounds: list[dict[str, Any]],
+    clients: list[dict[str, float]],
+    export_failures: list[dict[str, Any]],
+    stopped: dict[str, Any] | None,
+    adapts_before_export: bool,
+) -> dict[str, Any]:
+    """The results.json payload; ``stopped`` says why a partial run ended early."""
+    return {
+        "fedhei-version": __version__,
+        "status": PARTIAL if stopped else COMPLETE,
+        "stopped": stopped,
+        "scenario": dict(scenario),
+        "strategy": strategy,
+        "policy": dict(policy),
+        "final-round": FINAL_ROUND_NOTE if adapts_before_export else FINAL_ROUND_NONE,
+        "consensus-generic": consensus_generic,
+        "rounds": rounds,
+        "clients": clients,
+        "failures": failure_counts(rounds, export_failures),
+        "export-failures": export_failures,
+        "summary": summarize(rounds, clients),
+    }
+
+
+def failure_counts(rounds: Sequence[Mapping[str, Any]], export_failures: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Failures by phase and by kind (crash, drop, timeout, invalid), over the whole run."""
+    failures = [failure for record in rounds for failure in record["failures"]] + list(export_failures)
+    return {
+        "total": len(failures),
+        "by-phase": dict(sorted(Counter(f["phase"] for f in failures).items())),
+        "by-kind": dict(sorted(Counter(f["kind"] for f in failures).items())),
+        "train-client-rounds": sum(len(record["sampled"]) for record in rounds),
+    }
 
 
 def summarize(rounds: Sequence[Mapping[str, Any]], clients: Sequence[Mapping[str, float]]) -> dict[str, float]:
@@ -38,7 +93,7 @@ def summarize(rounds: Sequence[Mapping[str, Any]], clients: Sequence[Mapping[str
             "bytes-down-per-round": mean("bytes-down", rounds),
             "bytes-up-total": float(sum(int(r["bytes-up"]) for r in rounds)),
             "bytes-down-total": float(sum(int(r["bytes-down"]) for r in rounds)),
-            "excluded-updates": float(sum(len(r["excluded"]) for r in rounds)),
+            "failed-client-rounds": float(sum(len(r["failures"]) for r in rounds)),
         }
     )
     return summary
@@ -46,7 +101,7 @@ def summarize(rounds: Sequence[Mapping[str, Any]], clients: Sequence[Mapping[str
 
 def write_run(run_dir: Path, payload: Mapping[str, Any]) -> None:
     """results.json and report.md, each written atomically."""
-    atomic.write_json(run_dir / "results.json", payload)
+    atomic.write_json(run_dir / RESULTS_FILE, payload)
     atomic.write_text(run_dir / "report.md", render_report(payload))
 
 
@@ -73,11 +128,19 @@ def human_bytes(count: float) -> str:
 def render_report(payload: Mapping[str, Any]) -> str:
     summary = payload["summary"]
     scenario = payload["scenario"]
+    failures = payload["failures"]
     lines = [
         f"# {scenario['name']}: {payload['strategy']}",
         "",
         f"{scenario['num-clients']} clients ({scenario['partition']}), {scenario['num-server-rounds']} rounds, "
         f"model {scenario['model']}, prob {scenario['prob']}, seed {scenario['seed']}.",
+        "",
+    ]
+    if payload["status"] != COMPLETE:
+        lines += [f"**This run is partial**: {payload['stopped']['reason']}.", ""]
+    lines += [
+        f"Final figures: {payload['final-round']}. Per-round accuracies below are of the model each evaluated "
+        "client holds at that round, on its own test split.",
         "",
         "| metric | value |",
         "| --- | --- |",
@@ -89,24 +152,25 @@ def render_report(payload: Mapping[str, Any]) -> str:
         f"| mean model file | {_fmt(summary['model-bytes-mean'], 'bytes')} |",
         f"| bytes up per round | {_fmt(summary['bytes-up-per-round'], 'bytes')} |",
         f"| bytes down per round | {_fmt(summary['bytes-down-per-round'], 'bytes')} |",
-        f"| updates left out | {int(summary['excluded-updates'])} |",
+        f"| client failures (train, evaluate, export) | {failures['total']} ({_counts(failures['by-kind']) or 'none'}) |",
         "",
         "## Rounds",
         "",
-        "| round | sampled | aggregated | left out | bytes up | bytes down | train loss | mean acc | worst decile |",
+        "| round | sampled | aggregated | failed | bytes up | bytes down | train loss | mean acc | worst decile |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in payload["rounds"]:
         lines.append(
-            f"| {r['round']} | {r['sampled']} | {r['aggregated']} | {len(r['excluded'])} | {_fmt(r['bytes-up'], 'bytes')} "
-            f"| {_fmt(r['bytes-down'], 'bytes')} | {_fmt(r['train'].get('train-loss', float('nan')))} "
+            f"| {r['round']} | {len(r['sampled'])} | {len(r['aggregated'])} | {_counts(r['failure-counts']) or 0} "
+            f"| {_fmt(r['bytes-up'], 'bytes')} | {_fmt(r['bytes-down'], 'bytes')} "
+            f"| {_fmt(r['train'].get('train-loss', float('nan')))} "
             f"| {_fmt(r['evaluate'].get('accuracy-mean', float('nan')), 'pct')} "
             f"| {_fmt(r['evaluate'].get('accuracy-worst-decile', float('nan')), 'pct')} |"
         )
-    excluded = [(r["round"], e) for r in payload["rounds"] for e in r["excluded"]]
-    if excluded:
-        lines += ["", "## Updates left out", ""]
-        lines += [f"- round {number}, node {entry['node']}: {entry['reason']}" for number, entry in excluded]
+    listed = [(r["round"], f) for r in payload["rounds"] for f in r["failures"]] + [("final", f) for f in payload["export-failures"]]
+    if listed:
+        lines += ["", "## Failures", ""]
+        lines += [f"- round {number}, client {f['client']}, {f['phase']}: {f['kind']}: {f['reason']}" for number, f in listed]
     lines += [
         "",
         "## Clients",
@@ -121,6 +185,10 @@ def render_report(payload: Mapping[str, Any]) -> str:
             f"| {int(c['rounds-trained'])} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def _counts(counts: Mapping[str, int]) -> str:
+    return ", ".join(f"{kind} {count}" for kind, count in counts.items())
 
 
 def bench_table(rows: Sequence[tuple[str, Mapping[str, float]]]) -> str:

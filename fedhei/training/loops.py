@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fedhei import seeding
 from fedhei.data.cifar10 import Split
 from fedhei.models.registry import input_size
 
@@ -18,12 +19,6 @@ MEAN = torch.tensor([0.4914, 0.4822, 0.4465]).view(1, 3, 1, 1)
 STD = torch.tensor([0.2470, 0.2435, 0.2616]).view(1, 3, 1, 1)
 
 Masks = Mapping[str, torch.Tensor]
-
-
-def pick_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 @dataclass(frozen=True)
@@ -129,7 +124,7 @@ def train(
     apply_masks(model, masks)
     losses, seen, step, epoch = [], 0, 0, 0
     while step < total_steps:
-        for images, labels in data.batches(settings.batch_size, shuffle=True, seed=seed + epoch, augment=settings.augment):
+        for images, labels in data.batches(settings.batch_size, shuffle=True, seed=seeding.seed_for(seed, "epoch", epoch), augment=settings.augment):
             loss = F.cross_entropy(model(images.to(device)), labels.to(device))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

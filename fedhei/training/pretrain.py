@@ -23,7 +23,8 @@ from fedhei.errors import FedheiError
 from fedhei.models.checkpoints import load_checkpoint, read_metadata, save_checkpoint
 from fedhei.models.registry import create_model, resolve_model_name
 from fedhei.reporting.progress import progress_bar
-from fedhei.training.loops import TrainSettings, batches_for, evaluate, pick_device, train
+from fedhei.training.device import pick_device
+from fedhei.training.loops import TrainSettings, batches_for, evaluate, train
 
 log = logging.getLogger(__name__)
 

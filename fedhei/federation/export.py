@@ -1,0 +1,70 @@
+"""The end of a federation for one user: its final model, evaluated and written with a manifest."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+from torch import nn
+
+from fedhei import atomic
+from fedhei.data.partition import majority_class_rate
+from fedhei.federation.client_round import Arrays, ClientJob, client_data, local_round, merge
+from fedhei.federation.state import ClientState
+from fedhei.method.pruning import compression, layer_ratios
+from fedhei.method.structured import save_structured, structured_prune
+from fedhei.models.checkpoints import save_checkpoint
+from fedhei.models.registry import count_parameters
+from fedhei.training.loops import evaluate
+
+
+def finalize(job: ClientJob, global_arrays: Arrays, state: ClientState | None, run_dir: Path) -> dict[str, float]:
+    """Build, evaluate and export this user's final compressed model with its manifest.
+
+    Every strategy but plain FedAvg ends the same way, so their numbers compare: one
+    last local round of the strategy's own training on the final global model (a
+    FedPer head catches up with the final body, FedAvg-FT fine-tunes, a client the
+    server never sampled adapts on arrival), which also takes the rest of the pruning
+    schedule at once, so every model reaches its target ratio. Nothing is sent back.
+    """
+    if job.policy.adapts_before_export:
+        final = local_round(replace(job, complete_schedule=True), global_arrays, state)
+        model, state = final.model, final.state
+    else:
+        model = merge(job, global_arrays, state)
+    data = client_data(job.scenario, job.client_id, model)
+    masks = state.masks if state else {}
+    roles = state.roles if state else None
+    kept = compression(model, masks)
+    client_dir = run_dir / "clients" / str(job.client_id)
+    model_path = client_dir / "model.safetensors"
+    metadata = {"model": job.scenario.model, "client": str(job.client_id), "strategy": job.scenario.strategy,
+                "roles": json.dumps(roles.to_dict() if roles else None)}
+    exported: nn.Module = model
+    if job.scenario.export_pruning == "structured" and roles is not None and masks:
+        exported = structured_prune(model, layer_ratios(roles, job.scenario.prob, job.scenario.personal_factor))
+        save_structured(exported, model_path, metadata)
+    else:
+        save_checkpoint(model, model_path, metadata)
+    result = evaluate(exported, data.test)
+    total, nonzero = count_parameters(exported)
+    manifest = {
+        "client": job.client_id,
+        "strategy": job.scenario.strategy,
+        "model": job.scenario.model,
+        "accuracy": result["accuracy"],
+        "test-examples": len(data.test),
+        "train-examples": len(data.train),
+        "majority-class-rate": majority_class_rate(data.test_labels),
+        "params-total": total,
+        "params-nonzero": nonzero,
+        "compression": kept["compression"],
+        "linear-compression": kept["linear-compression"],
+        "bytes-on-disk": model_path.stat().st_size,
+        "export-pruning": job.scenario.export_pruning if roles is not None and masks else "none",
+        "rounds-trained": state.rounds_trained if state else 0,
+        "roles": roles.roles if roles else {},
+    }
+    atomic.write_json(client_dir / "manifest.json", manifest)
+    return {key: float(value) for key, value in manifest.items() if isinstance(value, (int, float))}

@@ -1,0 +1,87 @@
+"""Who is who: the map between Flower node ids and fedhei's partition ids.
+
+Flower's node ids are random in every run, so sampling by node id would give
+different users in every run and in every strategy of a bench. The server asks
+each node once which partition it holds (a ``query`` message) and from then on
+samples, records and aggregates by partition id only.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+from flwr.app import ConfigRecord, Message, MessageType, RecordDict
+from flwr.serverapp import Grid
+
+from fedhei.errors import FedheiError
+
+POLL_INTERVAL_S = 0.02
+# The roll call also waits for every worker to start and load its data, which can take
+# minutes on a busy machine; a round's own timeout is for the rounds.
+ROLL_CALL_TIMEOUT_S = 900.0
+
+
+def exchange(grid: Grid, messages: Sequence[Message], timeout: float, on_reply: Callable[[Message], None] | None = None) -> list[Message]:
+    """Send ``messages`` and collect the replies that arrive within ``timeout`` seconds.
+
+    Flower's ``send_and_receive`` does the same but says nothing until the end;
+    this one reports each reply as it comes (for progress displays) and polls more often.
+    """
+    pending = set(grid.push_messages(messages))
+    deadline = time.monotonic() + timeout
+    replies: list[Message] = []
+    while pending and time.monotonic() < deadline:
+        arrived = list(grid.pull_messages(pending))
+        for reply in arrived:
+            pending.discard(reply.metadata.reply_to_message_id)
+            replies.append(reply)
+            if on_reply is not None:
+                on_reply(reply)
+        if pending and not arrived:
+            time.sleep(POLL_INTERVAL_S)
+    return replies
+
+
+@dataclass(frozen=True)
+class ClientDirectory:
+    """Partition id <-> node id for the nodes of this run."""
+
+    node_of: dict[int, int]
+
+    @property
+    def partition_of(self) -> dict[int, int]:
+        return {node: partition for partition, node in self.node_of.items()}
+
+    def nodes(self, partitions: Iterable[int]) -> list[int]:
+        return [self.node_of[partition] for partition in partitions]
+
+    @classmethod
+    def discover(cls, grid: Grid, scenario: ConfigRecord, num_clients: int, timeout: float = ROLL_CALL_TIMEOUT_S) -> ClientDirectory:
+        """Ask every node for its partition id; refuse a federation that does not hold 0..num-clients-1 once each."""
+        nodes = sorted(grid.get_node_ids())
+        question = RecordDict({"config": ConfigRecord({"ask": "partition-id"}), "scenario": scenario})
+        messages = [Message(question, dst_node_id=node, message_type=MessageType.QUERY) for node in nodes]
+        replies = exchange(grid, messages, timeout)
+        if len(replies) < len(nodes):
+            raise FedheiError(f"only {len(replies)} of {len(nodes)} nodes answered the roll call within {timeout:g} s; "
+                              "are all SuperNodes running?")
+        node_of: dict[int, int] = {}
+        for reply in replies:
+            if reply.has_error():
+                raise FedheiError(f"node {reply.metadata.src_node_id} did not say which partition it holds: "
+                                  f"{reply.error.reason.strip()}")
+            partition = int(reply.content.metric_records["identity"]["partition-id"])
+            if partition in node_of:
+                raise FedheiError(f"two nodes hold partition-id {partition}; give each SuperNode its own "
+                                  "--node-config \"partition-id=<i> num-partitions=<n>\"")
+            node_of[partition] = reply.metadata.src_node_id
+        expected = set(range(num_clients))
+        if set(node_of) != expected:
+            missing = sorted(expected - set(node_of))[:5]
+            extra = sorted(set(node_of) - expected)[:5]
+            raise FedheiError(f"the federation's {len(nodes)} nodes hold partition ids "
+                              f"other than 0..{num_clients - 1} (missing {missing}, unexpected {extra}); num-clients must "
+                              "equal the number of SuperNodes, each with its own partition-id")
+        return cls(node_of)
