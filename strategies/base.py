@@ -139,8 +139,9 @@ class PersonalizedStrategy(FedAvg):
 
     # -- aggregation ----------------------------------------------------------------------
 
-    def check_reply(self, reply: Message, shapes: dict[str, tuple[int, ...]]) -> tuple[float, dict[str, DecodedTensor]]:
-        """Weight and decoded tensors of one reply, or :class:`UpdateError` saying why not."""
+    def check_reply(self, reply: Message, current: dict[str, np.ndarray]) -> tuple[float, dict[str, DecodedTensor]]:
+        """Weight and decoded tensors of one reply (decoded against the global model it was trained from),
+        or :class:`UpdateError` saying why not."""
         if reply.has_error():
             raise UpdateError(f"client failed: {reply.error.reason}")
         content = reply.content
@@ -154,19 +155,18 @@ class PersonalizedStrategy(FedAvg):
         if not np.isfinite(loss):
             raise UpdateError("train-loss is NaN")
         arrays = {name: array.numpy() for name, array in content.array_records["arrays"].items()}
-        return weight, decode(arrays, shapes)
+        return weight, decode(arrays, current)
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
         record = self.rounds.setdefault(server_round, RoundLog(server_round))
         assert self._current is not None, "configure_train runs before aggregate_train"
         current = {name: array.numpy() for name, array in self._current.items()}
-        shapes = {name: tuple(value.shape) for name, value in current.items()}
         accepted: list[tuple[float, dict[str, DecodedTensor]]] = []
         accepted_replies: list[Message] = []
         for reply in replies:
             node = reply.metadata.src_node_id
             try:
-                accepted.append(self.check_reply(reply, shapes))
+                accepted.append(self.check_reply(reply, current))
             except UpdateError as error:
                 log.warning("round %d: left out node %s: %s", server_round, node, error)
                 record.excluded.append({"node": int(node), "reason": str(error)})

@@ -59,8 +59,9 @@ def _good(node: int, scale: float, examples: float) -> Message:
         (_reply(9, {"blocks.99.mlp.fc1.weight": np.ones(2, dtype=np.float32)}), "unknown layer name"),
         (_reply(9, {"a.bias": np.ones(2, dtype=np.float32)}, loss=float("nan")), "train-loss is NaN"),
         (_reply(9, {"a.bias": np.ones(2, dtype=np.float32)}, examples=0.0), "num-examples"),
+        (_reply(9, {"a.bias::delta-i8": np.ones(2, dtype=np.int8), "a.bias::scale": np.zeros(1, dtype=np.float32)}), "finite and positive"),
     ],
-    ids=["exception", "nan", "shape", "unknown-name", "nan-loss", "no-examples"],
+    ids=["exception", "nan", "shape", "unknown-name", "nan-loss", "no-examples", "int8-zero-scale"],
 )
 def test_a_bad_update_is_left_out_with_its_reason_and_the_round_goes_on(bad: Message, reason: str, caplog: pytest.LogCaptureFixture) -> None:
     strategy = _strategy()

@@ -17,6 +17,7 @@ from typing import Any
 
 from fedhei.data.partition import PartitionKind, PartitionSpec
 from fedhei.errors import FedheiError
+from fedhei.federation.wire import Precision
 from fedhei.training.loops import TrainSettings
 from fedhei.training.pretrain import PretrainSpec
 
@@ -28,6 +29,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "shared-layers": ("per-client", "consensus"),
     "state-store": ("context", "disk"),
     "export-pruning": ("unstructured", "structured"),
+    "upload-precision": tuple(precision.value for precision in Precision),
 }
 
 
@@ -76,6 +78,8 @@ class Scenario:
     reclassify_every: int = 0
     shared_layers: str = "per-client"
     export_pruning: str = "unstructured"
+    # What clients upload: float32, or the change from the global model at float16 or int8.
+    upload_precision: str = "float32"
     # Where per-client state lives between rounds.
     state_store: str = "context"
     state_dir: str = ""
