@@ -29,7 +29,7 @@ from fedhei.method.pruning import compression, cubic_ratio, layer_ratios, magnit
 from fedhei.method.roles import GENERIC, PERSONALIZED, RoleMap, classify, uniform_roles
 from fedhei.method.scoring import build_scorer
 from fedhei.method.structured import save_structured, structured_prune
-from fedhei.models.checkpoints import save_checkpoint
+from fedhei.models.checkpoints import dense_file_bytes, save_sparse
 from fedhei.models.registry import count_parameters, create_model, linear_layers
 from fedhei.training.loops import ArrayBatches, apply_masks, batches_for, evaluate, pick_device, train
 
@@ -289,7 +289,7 @@ def finalize(job: ClientJob, global_arrays: Arrays, state: ClientState | None, r
         exported = structured_prune(model, layer_ratios(roles, job.scenario.prob, job.scenario.personal_factor))
         save_structured(exported, model_path, metadata)
     else:
-        save_checkpoint(model, model_path, metadata)
+        save_sparse(model, model_path, metadata)
     result = evaluate(exported, data.test)
     total, nonzero = count_parameters(exported)
     manifest = {
@@ -305,6 +305,7 @@ def finalize(job: ClientJob, global_arrays: Arrays, state: ClientState | None, r
         "compression": kept["compression"],
         "linear-compression": kept["linear-compression"],
         "bytes-on-disk": model_path.stat().st_size,
+        "bytes-dense": dense_file_bytes(model, metadata),
         "export-pruning": job.scenario.export_pruning if roles is not None and masks else "none",
         "rounds-trained": state.rounds_trained if state else 0,
         "roles": roles.roles if roles else {},
