@@ -80,7 +80,10 @@ def encode(
         if keep is not None:
             out[name + MASK_SUFFIX] = pack_mask(keep)
         if precision is Precision.FLOAT32 or name not in reference:
-            out[name + VALUES_SUFFIX if keep is not None else name] = tensor.reshape(-1)[keep] if keep is not None else tensor
+            if keep is None:
+                out[name] = tensor
+            else:
+                out[name + VALUES_SUFFIX] = tensor.reshape(-1)[keep]
             continue
         delta = tensor.astype(np.float64) - np.asarray(reference[name], dtype=np.float64)
         if keep is not None:
