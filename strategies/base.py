@@ -227,8 +227,9 @@ class PersonalizedStrategy(FedAvg):
 
     # -- aggregation --------------------------------------------------------------------------
 
-    def check_reply(self, reply: Message, shapes: dict[str, tuple[int, ...]]) -> tuple[float, dict[str, DecodedTensor]]:
-        """Weight and decoded tensors of one reply, or :class:`UpdateError` saying why not."""
+    def check_reply(self, reply: Message, current: dict[str, np.ndarray]) -> tuple[float, dict[str, DecodedTensor]]:
+        """Weight and decoded tensors of one reply (decoded against the global model it was trained from),
+        or :class:`UpdateError` saying why not."""
         content = reply.content
         if "arrays" not in content.array_records or "metrics" not in content.metric_records:
             raise UpdateError("reply lacks its 'arrays' or 'metrics' record")
@@ -240,13 +241,12 @@ class PersonalizedStrategy(FedAvg):
         if not np.isfinite(loss):
             raise UpdateError("train-loss is NaN")
         arrays = {name: array.numpy() for name, array in content.array_records["arrays"].items()}
-        return weight, decode(arrays, shapes)
+        return weight, decode(arrays, current)
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
         record = self.rounds.setdefault(server_round, RoundLog(server_round))
         assert self._current is not None, "configure_train runs before aggregate_train"
         current = {name: array.numpy() for name, array in self._current.items()}
-        shapes = {name: tuple(value.shape) for name, value in current.items()}
         received = self._by_partition(replies)
         accepted: list[tuple[float, dict[str, DecodedTensor]]] = []
         accepted_replies: list[Message] = []
@@ -260,7 +260,7 @@ class PersonalizedStrategy(FedAvg):
                 continue
             record.bytes_up += reply.content.array_records["arrays"].count_bytes() if "arrays" in reply.content.array_records else 0
             try:
-                accepted.append(self.check_reply(reply, shapes))
+                accepted.append(self.check_reply(reply, current))
             except UpdateError as error:
                 record.fail(client, "train", INVALID, str(error))
                 continue

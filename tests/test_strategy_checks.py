@@ -68,8 +68,10 @@ def _good(node: int, scale: float, examples: float) -> Message:
         (_reply(9, {"blocks.99.mlp.fc1.weight": np.ones(2, dtype=np.float32)}), "invalid", "unknown layer name"),
         (_reply(9, {"a.bias": np.ones(2, dtype=np.float32)}, loss=float("nan")), "invalid", "train-loss is NaN"),
         (_reply(9, {"a.bias": np.ones(2, dtype=np.float32)}, examples=0.0), "invalid", "num-examples"),
+        (_reply(9, {"a.bias::delta-i8": np.ones(2, dtype=np.int8), "a.bias::scale": np.zeros(1, dtype=np.float32)}),
+         "invalid", "finite and positive"),
     ],
-    ids=["exception", "drop", "timeout", "nan", "shape", "unknown-name", "nan-loss", "no-examples"],
+    ids=["exception", "drop", "timeout", "nan", "shape", "unknown-name", "nan-loss", "no-examples", "int8-zero-scale"],
 )
 def test_a_failed_client_is_left_out_with_its_kind_and_reason_and_the_round_goes_on(
     bad: Message | None, kind: str, reason: str, caplog: pytest.LogCaptureFixture

@@ -19,7 +19,7 @@ def test_sparse_encoding_round_trips_and_costs_a_bit_per_pruned_weight() -> None
     keep = rng.random((64, 32)) > 0.7
     weight[~keep] = 0
     encoded = encode({"w": weight, "b": np.ones(64, dtype=np.float32)}, {"w": keep})
-    decoded = decode(encoded, {"w": (64, 32), "b": (64,)})
+    decoded = decode(encoded, {"w": np.zeros((64, 32), np.float32), "b": np.zeros(64, np.float32)})
     np.testing.assert_array_equal(decoded["w"].values, weight)
     np.testing.assert_array_equal(decoded["w"].keep, keep)
     assert decoded["b"].keep.all()
@@ -30,13 +30,13 @@ def test_decode_refuses_values_that_disagree_with_their_mask() -> None:
     encoded = encode({"w": np.ones((2, 4), dtype=np.float32)}, {"w": np.ones((2, 4), dtype=bool)})
     encoded["w::values"] = encoded["w::values"][:-1]
     with pytest.raises(UpdateError, match="values for 8 kept"):
-        decode(encoded, {"w": (2, 4)})
+        decode(encoded, {"w": np.zeros((2, 4), np.float32)})
 
 
 def test_masked_average_weighs_by_examples_over_keepers_only() -> None:
     current = {"w": np.array([5.0, 5.0, 5.0], dtype=np.float32)}
-    first = decode(encode({"w": np.array([1.0, 0.0, 0.0])}, {"w": np.array([1, 0, 0], bool)}), {"w": (3,)})
-    second = decode(encode({"w": np.array([3.0, 2.0, 0.0])}, {"w": np.array([1, 1, 0], bool)}), {"w": (3,)})
+    first = decode(encode({"w": np.array([1.0, 0.0, 0.0])}, {"w": np.array([1, 0, 0], bool)}), current)
+    second = decode(encode({"w": np.array([3.0, 2.0, 0.0])}, {"w": np.array([1, 1, 0], bool)}), current)
     merged = masked_average(current, [(1.0, first), (3.0, second)])
     np.testing.assert_allclose(merged["w"], [(1 * 1 + 3 * 3) / 4, 2.0, 5.0])
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from fedhei.data.partition import PartitionKind, PartitionSpec
 from fedhei.errors import FedheiError
+from fedhei.federation.wire import Precision
 from fedhei.method.roles import RULES
 from fedhei.method.scoring import build_scorer
 from fedhei.training.device import check_device_name
@@ -30,6 +31,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "shared-layers": ("per-client", "consensus"),
     "state-store": ("disk", "context"),
     "export-pruning": ("unstructured", "structured"),
+    "upload-precision": tuple(precision.value for precision in Precision),
 }
 # A hung client sleeps past round-timeout; beyond this a fault-hang study would idle for ages.
 MAX_HANG_TIMEOUT_S = 300.0
@@ -94,6 +96,8 @@ class Scenario:
     # Where per-client state lives between rounds: "disk" (under the run directory, so a killed
     # run can resume) or "context" (Flower's in-memory context.state, lost with the process).
     state_store: str = "disk"
+    # What clients upload: float32, or the change from the global model at float16 or int8.
+    upload_precision: str = "float32"
     state_dir: str = ""
 
     def __post_init__(self) -> None:

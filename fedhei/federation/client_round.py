@@ -199,7 +199,8 @@ def local_round(job: ClientJob, global_arrays: Arrays, state: ClientState | None
     personal = personal_parameters(job.policy, param_names, personalized)
     params = {name: value.detach().cpu() for name, value in model.named_parameters()}
     shared = {name: params[name].numpy() for name in param_names if name not in personal}
-    update = encode(shared, {name: masks[name].cpu().numpy() for name in shared if name in masks})
+    update = encode(shared, {name: masks[name].cpu().numpy() for name in shared if name in masks},
+                    job.scenario.upload_precision, reference=global_arrays)
     new_state = ClientState(
         personal={name: params[name].clone() for name in personal},
         masks={name: mask.cpu().bool() for name, mask in masks.items()},

@@ -14,7 +14,7 @@ from fedhei.federation.client_round import Arrays, ClientJob, client_data, local
 from fedhei.federation.state import ClientState
 from fedhei.method.pruning import compression, layer_ratios
 from fedhei.method.structured import save_structured, structured_prune
-from fedhei.models.checkpoints import save_checkpoint
+from fedhei.models.checkpoints import dense_file_bytes, save_sparse
 from fedhei.models.registry import count_parameters
 from fedhei.training.loops import evaluate
 
@@ -46,7 +46,7 @@ def finalize(job: ClientJob, global_arrays: Arrays, state: ClientState | None, r
         exported = structured_prune(model, layer_ratios(roles, job.scenario.prob, job.scenario.personal_factor))
         save_structured(exported, model_path, metadata)
     else:
-        save_checkpoint(model, model_path, metadata)
+        save_sparse(model, model_path, metadata)
     result = evaluate(exported, data.test)
     total, nonzero = count_parameters(exported)
     manifest = {
@@ -62,6 +62,7 @@ def finalize(job: ClientJob, global_arrays: Arrays, state: ClientState | None, r
         "compression": kept["compression"],
         "linear-compression": kept["linear-compression"],
         "bytes-on-disk": model_path.stat().st_size,
+        "bytes-dense": dense_file_bytes(model, metadata),
         "export-pruning": job.scenario.export_pruning if roles is not None and masks else "none",
         "rounds-trained": state.rounds_trained if state else 0,
         "roles": roles.roles if roles else {},

@@ -1,19 +1,53 @@
 """The wire format of a client update, its strict checks, and masked aggregation.
 
 Pure numpy, no Flower: the strategy wraps these arrays into an ``ArrayRecord``.
-A pruned tensor travels as its kept values plus a bit-packed keep-mask, so a zero
-costs one bit instead of four bytes; any other tensor travels dense.
+Each tensor travels in one layout, named by the suffixes of its keys:
+
+==========================================  ==========================================================
+keys                                        what the server rebuilds
+==========================================  ==========================================================
+``name``                                    float32, dense: the new values
+``name::values`` + ``name::mask``           float32 kept values + bit-packed keep-mask
+``name::delta-f16`` [+ ``name::mask``]      global + the float16 change (dense, or kept weights only)
+``name::delta-i8`` + ``name::scale``        global + code * scale, int8 codes in [-127, 127] and one
+[+ ``name::mask``]                          positive float32 scale per tensor
+==========================================  ==========================================================
+
+Why quantize the change and not the weights (as QSGD and FedPAQ do): the server and
+the client hold the same global tensor, so only ``new - global`` must travel, and
+after a round of local training it is far smaller than the weights themselves.
+One int8 scale per tensor must span that tensor's largest value: over the weights
+(say up to 0.5) a step is 0.004, as large as a whole local round's change, while
+over the change the step shrinks with the change. The error per weight is at most
+half a step (``scale / 2``) for int8 and a relative 2^-11 of the change for
+float16, plus float32 rounding of the sum. Pruned weights send no change: their
+mask says the client does not count there. A tensor whose global value the client
+did not receive this round has no reference, so it travels float32.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 
 import numpy as np
 
-VALUES_SUFFIX = "::values"
-MASK_SUFFIX = "::mask"
+from fedhei.models.sparse import MASK_SUFFIX, VALUES_SUFFIX, pack_mask, unpack_mask
+
+DELTA_F16_SUFFIX = "::delta-f16"
+DELTA_I8_SUFFIX = "::delta-i8"
+SCALE_SUFFIX = "::scale"
+# Symmetric codes: -128 is never sent, so code * scale spans [-peak, peak] exactly.
+INT8_LEVELS = 127
+
+
+class Precision(StrEnum):
+    """What a client's update values travel as (``upload-precision``)."""
+
+    FLOAT32 = "float32"
+    FLOAT16 = "float16"
+    INT8 = "int8"
 
 
 class UpdateError(ValueError):
@@ -26,64 +60,134 @@ class DecodedTensor:
     keep: np.ndarray  # bool, same shape: where this client's weights count
 
 
-def encode(tensors: Mapping[str, np.ndarray], masks: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Sparse-encode the masked tensors (values + packed mask), dense for the rest."""
+def encode(
+    tensors: Mapping[str, np.ndarray],
+    masks: Mapping[str, np.ndarray],
+    precision: Precision | str = Precision.FLOAT32,
+    reference: Mapping[str, np.ndarray] | None = None,
+) -> dict[str, np.ndarray]:
+    """Encode an update: masked tensors sparse, the rest dense, values at ``precision``.
+
+    ``reference`` is the global model as this client received it this round; float16
+    and int8 send the change from it, so the server must decode against the same values.
+    """
+    precision = Precision(precision)
+    reference = reference or {}
     out: dict[str, np.ndarray] = {}
     for name, tensor in tensors.items():
         tensor = np.asarray(tensor, dtype=np.float32)
-        if name in masks:
-            keep = np.asarray(masks[name], dtype=bool).reshape(-1)
-            out[name + VALUES_SUFFIX] = tensor.reshape(-1)[keep]
-            out[name + MASK_SUFFIX] = np.packbits(keep)
-        else:
-            out[name] = tensor
+        keep = np.asarray(masks[name], dtype=bool).reshape(-1) if name in masks else None
+        if keep is not None:
+            out[name + MASK_SUFFIX] = pack_mask(keep)
+        if precision is Precision.FLOAT32 or name not in reference:
+            if keep is None:
+                out[name] = tensor
+            else:
+                out[name + VALUES_SUFFIX] = tensor.reshape(-1)[keep]
+            continue
+        delta = tensor.astype(np.float64) - np.asarray(reference[name], dtype=np.float64)
+        if keep is not None:
+            delta = delta.reshape(-1)[keep]
+        # A diverged client's update still encodes; the server refuses its non-finite values.
+        with np.errstate(over="ignore", invalid="ignore"):
+            if precision is Precision.FLOAT16:
+                out[name + DELTA_F16_SUFFIX] = delta.astype(np.float16)
+            else:
+                out[name + DELTA_I8_SUFFIX], out[name + SCALE_SUFFIX] = _quantize_int8(delta)
     return out
 
 
-def decode(arrays: Mapping[str, np.ndarray], shapes: Mapping[str, tuple[int, ...]]) -> dict[str, DecodedTensor]:
-    """Rebuild dense tensors and keep-masks, refusing anything the server cannot trust.
+def _quantize_int8(delta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Round to the nearest of 255 symmetric levels; the scale is the peak over 127 (never zero)."""
+    peak = float(np.max(np.abs(delta), initial=0.0))
+    scale = np.float32(max(peak / INT8_LEVELS, float(np.finfo(np.float32).tiny)))
+    codes = np.clip(np.rint(delta / np.float64(scale)), -INT8_LEVELS, INT8_LEVELS)
+    return np.nan_to_num(codes).astype(np.int8), np.array([scale], dtype=np.float32)
 
-    Refused: names the global model does not have, shapes that do not match it,
-    masks whose kept count disagrees with the values sent, and non-finite values.
+
+# Each layout as the set of key suffixes that carry one tensor ("" is the bare name).
+_LAYOUTS = {
+    frozenset({""}),
+    frozenset({VALUES_SUFFIX, MASK_SUFFIX}),
+    frozenset({DELTA_F16_SUFFIX}),
+    frozenset({DELTA_F16_SUFFIX, MASK_SUFFIX}),
+    frozenset({DELTA_I8_SUFFIX, SCALE_SUFFIX}),
+    frozenset({DELTA_I8_SUFFIX, SCALE_SUFFIX, MASK_SUFFIX}),
+}
+
+
+def decode(arrays: Mapping[str, np.ndarray], current: Mapping[str, np.ndarray]) -> dict[str, DecodedTensor]:
+    """Rebuild dense tensors and keep-masks against the global model ``current``, refusing what the server cannot trust.
+
+    Refused: names the global model does not have, key sets that are no layout,
+    dtypes other than the layout's, shapes that do not match the global model, masks
+    whose kept count disagrees with the values sent, non-finite values, int8 codes
+    outside [-127, 127], a scale that is not one finite positive float32, and
+    changes that overflow once added to the global value.
     """
-    decoded: dict[str, DecodedTensor] = {}
+    groups: dict[str, dict[str, np.ndarray]] = {}
     for key, array in arrays.items():
-        if key.endswith(MASK_SUFFIX):
-            continue
-        name = key.removesuffix(VALUES_SUFFIX)
-        if name not in shapes:
+        name, separator, suffix = key.partition("::")
+        groups.setdefault(name, {})[separator + suffix] = np.asarray(array)
+    decoded: dict[str, DecodedTensor] = {}
+    for name, parts in groups.items():
+        if name not in current:
             raise UpdateError(f"unknown layer name '{name}'")
-        shape = tuple(shapes[name])
-        array = np.asarray(array)
-        if not np.issubdtype(array.dtype, np.floating):
-            raise UpdateError(f"'{name}' has dtype {array.dtype}, expected floating point")
-        if not np.all(np.isfinite(array)):
-            raise UpdateError(f"'{name}' holds NaN or infinite values")
-        if key.endswith(VALUES_SUFFIX):
-            decoded[name] = _decode_sparse(name, array, arrays.get(name + MASK_SUFFIX), shape)
-        else:
-            if tuple(array.shape) != shape:
-                raise UpdateError(f"'{name}' has shape {tuple(array.shape)}, the global model has {shape}")
-            decoded[name] = DecodedTensor(array.astype(np.float32), np.ones(shape, dtype=bool))
-    orphans = [key for key in arrays if key.endswith(MASK_SUFFIX) and key.removesuffix(MASK_SUFFIX) not in decoded]
-    if orphans:
-        raise UpdateError(f"mask without values: '{orphans[0]}'")
+        decoded[name] = _decode_one(name, parts, np.asarray(current[name]))
     return decoded
 
 
-def _decode_sparse(name: str, values: np.ndarray, packed: np.ndarray | None, shape: tuple[int, ...]) -> DecodedTensor:
-    if packed is None:
-        raise UpdateError(f"'{name}' has values but no mask")
-    size = int(np.prod(shape))
-    packed = np.asarray(packed)
-    if packed.dtype != np.uint8 or packed.ndim != 1 or len(packed) != (size + 7) // 8:
-        raise UpdateError(f"'{name}' mask does not fit the global shape {shape}")
-    keep = np.unpackbits(packed, count=size).astype(bool)
-    if values.ndim != 1 or int(keep.sum()) != len(values):
-        raise UpdateError(f"'{name}' sends {values.size} values for {int(keep.sum())} kept weights")
-    dense = np.zeros(size, dtype=np.float32)
-    dense[keep] = values
-    return DecodedTensor(dense.reshape(shape), keep.reshape(shape))
+def _decode_one(name: str, parts: dict[str, np.ndarray], reference: np.ndarray) -> DecodedTensor:
+    layout = frozenset(parts)
+    if layout not in _LAYOUTS:
+        if layout == {MASK_SUFFIX}:
+            raise UpdateError(f"mask without values: '{name}{MASK_SUFFIX}'")
+        if layout == {VALUES_SUFFIX}:
+            raise UpdateError(f"'{name}' has values but no mask")
+        raise UpdateError(f"'{name}' arrives as {', '.join(sorted(name + part for part in parts))}: not a layout of the wire format")
+    shape = tuple(reference.shape)
+    payload_suffix = next(part for part in (VALUES_SUFFIX, DELTA_F16_SUFFIX, DELTA_I8_SUFFIX, "") if part in parts)
+    payload = parts[payload_suffix]
+    expected = {VALUES_SUFFIX: np.float32, DELTA_F16_SUFFIX: np.float16, DELTA_I8_SUFFIX: np.int8, "": np.float32}[payload_suffix]
+    if payload.dtype != expected:
+        raise UpdateError(f"'{name}{payload_suffix}' has dtype {payload.dtype}, expected {np.dtype(expected)}")
+    if payload.dtype.kind == "f" and not np.all(np.isfinite(payload)):
+        raise UpdateError(f"'{name}' holds NaN or infinite values" + (" (float16 overflow)" if expected is np.float16 else ""))
+    if payload.dtype == np.int8 and np.any(payload == -INT8_LEVELS - 1):
+        raise UpdateError(f"'{name}' holds int8 code {-INT8_LEVELS - 1}; codes are in [{-INT8_LEVELS}, {INT8_LEVELS}]")
+    if MASK_SUFFIX in parts:
+        try:
+            keep = unpack_mask(parts[MASK_SUFFIX], shape)
+        except ValueError as error:
+            raise UpdateError(f"'{name}' {error}") from error
+        if payload.ndim != 1 or int(keep.sum()) != len(payload):
+            raise UpdateError(f"'{name}' sends {payload.size} values for {int(keep.sum())} kept weights")
+    else:
+        if tuple(payload.shape) != shape:
+            raise UpdateError(f"'{name}' has shape {tuple(payload.shape)}, the global model has {shape}")
+        keep = np.ones(shape, dtype=bool)
+    if payload_suffix in (VALUES_SUFFIX, ""):
+        kept_values = payload.astype(np.float32).reshape(-1)
+    else:
+        change = payload.astype(np.float64).reshape(-1)
+        if payload_suffix == DELTA_I8_SUFFIX:
+            change = change * _scale(name, parts[SCALE_SUFFIX])
+        with np.errstate(over="ignore"):
+            kept_values = (reference.astype(np.float64).reshape(-1)[keep.reshape(-1)] + change).astype(np.float32)
+        if not np.all(np.isfinite(kept_values)):
+            raise UpdateError(f"'{name}' overflows float32 once its change is added to the global value")
+    dense = np.zeros(keep.size, dtype=np.float32)
+    dense[keep.reshape(-1)] = kept_values
+    return DecodedTensor(dense.reshape(shape), keep)
+
+
+def _scale(name: str, scale: np.ndarray) -> np.float64:
+    if scale.dtype != np.float32 or scale.shape != (1,):
+        raise UpdateError(f"'{name}{SCALE_SUFFIX}' is {scale.dtype} of shape {scale.shape}, expected float32 of shape (1,)")
+    value = scale[0]
+    if not (np.isfinite(value) and value > 0):
+        raise UpdateError(f"'{name}{SCALE_SUFFIX}' is {value}; it must be finite and positive")
+    return np.float64(value)
 
 
 def masked_average(

@@ -1,23 +1,68 @@
-"""Safetensors checkpoints: written atomically, read without pickles."""
+"""Safetensors checkpoints, dense or sparse: written atomically, read without pickles.
+
+A sparse checkpoint stores each tensor whose zeros make it smaller as its nonzero
+values plus a bit-packed mask (``fedhei.models.sparse``, the wire's layout), and
+lists those tensors' shapes as JSON under the ``fedhei-sparse`` metadata key. A
+pruned model keeps its pruned weights at zero, so the zeros are its masks, and
+loading densifies exactly what was saved. One loader, :func:`load_checkpoint`,
+reads dense, sparse and structurally pruned files alike, from their metadata.
+"""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import cast
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from fedhei.errors import FedheiError
 from fedhei.models.registry import create_model
 from fedhei.models.safetensors_file import write_safetensors
+from fedhei.models.sparse import MASK_SUFFIX, VALUES_SUFFIX, pack_mask, packed_size, unpack_mask
+
+SPARSE_KEY = "fedhei-sparse"
+# About what going sparse adds to the file's header: a second entry, and the shape in the metadata.
+SPARSE_HEADER_BYTES = 128
+
+
+def _tensors(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {key: value.detach().contiguous().cpu() for key, value in model.state_dict().items()}
 
 
 def save_checkpoint(model: nn.Module, path: Path | str, metadata: dict[str, str] | None = None) -> None:
     """Write the state dict as safetensors, atomically (no pickle, no half-written file)."""
-    write_safetensors(path, model.state_dict(), metadata)
+    write_safetensors(path, _tensors(model), metadata)
+
+
+def dense_file_bytes(model: nn.Module, metadata: dict[str, str] | None = None) -> int:
+    """The size :func:`save_checkpoint` would give this model: what a sparse file is measured against."""
+    return len(save(_tensors(model), metadata=metadata or {}))
+
+
+def save_sparse(model: nn.Module, path: Path | str, metadata: dict[str, str] | None = None) -> None:
+    """Write the state dict with every tensor that its zeros make smaller stored as values + packed mask.
+
+    A floating tensor goes sparse when its nonzero values, one bit per entry and the
+    header they add take fewer bytes than it does dense; anything else (a dense layer,
+    a small bias, an integer buffer) stays as it is. A zero is dropped whatever its sign, so ``-0.0`` loads as ``0.0``.
+    """
+    tensors: dict[str, torch.Tensor] = {}
+    shapes: dict[str, list[int]] = {}
+    for name, value in _tensors(model).items():
+        keep = value != 0
+        sparse_bytes = int(keep.sum()) * value.element_size() + packed_size(value.numel()) + SPARSE_HEADER_BYTES
+        if value.is_floating_point() and sparse_bytes < value.numel() * value.element_size():
+            tensors[name + VALUES_SUFFIX] = value.reshape(-1)[keep.reshape(-1)]
+            tensors[name + MASK_SUFFIX] = torch.from_numpy(pack_mask(keep.numpy()))
+            shapes[name] = list(value.shape)
+        else:
+            tensors[name] = value
+    write_safetensors(path, tensors, {**(metadata or {}), SPARSE_KEY: json.dumps(shapes, separators=(",", ":"))})
 
 
 def read_metadata(path: Path | str) -> dict[str, str]:
@@ -33,16 +78,61 @@ def read_metadata(path: Path | str) -> dict[str, str]:
 
 
 def load_state(path: Path | str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Tensors and metadata of a safetensors checkpoint."""
+    """Dense tensors and metadata of a safetensors checkpoint, sparse tensors densified."""
     metadata = read_metadata(path)
     try:
-        return load_file(str(path)), metadata
+        tensors = load_file(str(path))
     except (SafetensorError, OSError) as error:
         raise FedheiError(f"{path} is not a readable safetensors checkpoint ({error})") from error
+    if SPARSE_KEY in metadata:
+        try:
+            tensors = _densify(tensors, metadata[SPARSE_KEY])
+        except ValueError as error:
+            raise FedheiError(f"{path} is not a consistent sparse checkpoint: {error}; export it again") from error
+    return tensors, metadata
+
+
+def _densify(tensors: dict[str, torch.Tensor], declared: str) -> dict[str, torch.Tensor]:
+    """Rebuild every declared sparse tensor; ``ValueError`` when the file disagrees with its own metadata."""
+    shapes = json.loads(declared)
+    if not isinstance(shapes, dict):
+        raise ValueError(f"its {SPARSE_KEY} metadata is not a table of shapes")
+    dense = {name: value for name, value in tensors.items() if "::" not in name}
+    for name, shape in shapes.items():
+        if not isinstance(shape, list) or not all(isinstance(size, int) and size >= 0 for size in shape):
+            raise ValueError(f"'{name}' has shape {shape!r}")
+        if name in dense:
+            raise ValueError(f"'{name}' is stored both dense and sparse")
+        values, packed = tensors.get(name + VALUES_SUFFIX), tensors.get(name + MASK_SUFFIX)
+        if values is None or packed is None:
+            raise ValueError(f"'{name}' lacks its {VALUES_SUFFIX} or {MASK_SUFFIX} tensor")
+        if packed.dtype != torch.uint8:
+            raise ValueError(f"'{name}{MASK_SUFFIX}' is {packed.dtype}, expected uint8")
+        keep = torch.from_numpy(unpack_mask(packed.numpy(), tuple(shape)))
+        if not values.is_floating_point() or values.dim() != 1 or values.numel() != int(keep.sum()):
+            raise ValueError(f"'{name}' stores {values.numel()} {values.dtype} values for {int(keep.sum())} kept weights")
+        full = torch.zeros(tuple(shape), dtype=values.dtype)
+        full[keep] = values
+        dense[name] = full
+    declared_keys = {name + suffix for name in shapes for suffix in (VALUES_SUFFIX, MASK_SUFFIX)}
+    strays = sorted(key for key in tensors if "::" in key and key not in declared_keys)
+    if strays:
+        raise ValueError(f"'{strays[0]}' is not declared in its {SPARSE_KEY} metadata")
+    return dense
 
 
 def load_checkpoint(path: Path | str, model_name: str | None = None) -> VisionTransformer:
-    """Rebuild the model named in the checkpoint's metadata (or ``model_name``) and load it."""
+    """Rebuild the model a checkpoint holds, dense, sparse or structurally pruned, from its metadata.
+
+    ``model_name`` names the model when a dense or sparse file does not; a structurally
+    pruned file always names its base model.
+    """
+    # Imported here: fedhei.method.structured builds its loader on load_state above.
+    from fedhei.method import structured
+
+    metadata = read_metadata(path)
+    if structured.STRUCTURE_KEY in metadata:
+        return cast(VisionTransformer, structured.load_structured(path))
     state, metadata = load_state(path)
     name = model_name or metadata.get("model")
     if not name:
