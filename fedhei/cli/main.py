@@ -155,16 +155,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(error: Exception) -> str:
+    """An error message as one line, whatever a library's text inside it held."""
+    return "; ".join(part.strip() for part in str(error).splitlines() if part.strip())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         return args.handler(args)
     except RunFailed as failure:
-        print(f"fedhei: run failed: {failure}", file=sys.stderr)
+        print(f"fedhei: run failed: {_one_line(failure)}", file=sys.stderr)
         return 3
     except FedheiError as error:
-        print(f"fedhei: error: {error}", file=sys.stderr)
+        print(f"fedhei: error: {_one_line(error)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("fedhei: interrupted", file=sys.stderr)

@@ -73,13 +73,13 @@ def quiet_flower(verbose: bool) -> None:
 
 
 def _check_writable(directory: Path, what: str) -> None:
-    """Create ``directory`` (and its parents) and prove a file can be written there."""
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        atomic.write_text(directory / ".fedhei-write-check", "")
-        (directory / ".fedhei-write-check").unlink()
-    except OSError as error:
-        raise FedheiError(f"cannot write the {what} {directory} ({error.strerror or error}); choose a writable path") from error
+    """Refuse a directory that cannot be created or written, without creating anything."""
+    existing = directory.absolute()
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        reason = "is not a folder" if not existing.is_dir() else "is not writable"
+        raise FedheiError(f"cannot write the {what} {directory} ({existing} {reason}); choose a writable path")
 
 
 def preflight(scenario: Scenario, run_dir: Path, resume: bool) -> None:

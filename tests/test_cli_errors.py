@@ -1,0 +1,100 @@
+"""Bad input through the real command line: one line saying what is wrong, exit 2, nothing written.
+
+Each case calls the CLI's entry point with real arguments, in this process, so the
+thirty cases cost one import of torch and Flower rather than thirty; a few run as
+real subprocesses too (tests/test_data.py, tests/test_trust.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from fedhei.cli import main
+from fedhei.models.checkpoints import save_checkpoint
+from fedhei.models.registry import create_model
+from strategies.checkpoint import ServerCheckpoint
+
+SCENARIO = """
+name = "bad"
+data-source = "synthetic"
+model = "vit-micro"
+num-clients = 4
+pretrain-epochs = 1.0
+"""
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("bad-input")
+    scenario = root / "ok.toml"
+    scenario.write_text(SCENARIO)
+    (root / "broken.toml").write_text("name = \n")
+    (root / "nested.toml").write_text(SCENARIO + "[tool]\nx = 1\n")
+    (root / "corrupt.tar.gz").write_bytes(b"\x1f\x8b not really gzip")
+    (root / "corrupt.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}      ")
+    (root / "a-file").write_text("not a folder")
+    save_checkpoint(create_model("vit-tiny-c10"), root / "tiny.safetensors", {"model": "vit-tiny-c10"})
+    stale = root / "stale-run"
+    ServerCheckpoint(completed_round=1, run_token="0" * 32, scenario={"name": "other"}, strategy_state={}, arrays={}).save(stale)
+    return {"root": root, "scenario": scenario, "stale": stale}
+
+
+def _run(files: dict[str, Path], *settings: str, scenario: str = "") -> list[str]:
+    return ["run", scenario or str(files["scenario"]), "--out", str(files["root"] / "out"), *settings]
+
+
+CASES: dict[str, tuple[Callable[[dict[str, Path]], list[str]], str]] = {
+    "missing scenario": (lambda f: _run(f, scenario=str(f["root"] / "nowhere.toml")), "does not exist"),
+    "scenario not TOML": (lambda f: _run(f, scenario=str(f["root"] / "broken.toml")), "not valid TOML"),
+    "scenario with tables": (lambda f: _run(f, scenario=str(f["root"] / "nested.toml")), "flat run-config keys"),
+    "unknown setting": (lambda f: _run(f, "--set", "num-rounds=3"), "unknown setting 'num-rounds'"),
+    "malformed --set": (lambda f: _run(f, "--set", "prob"), "is not key=value"),
+    "wrong type": (lambda f: _run(f, "--set", 'prob="high"'), "prob is 'high'"),
+    "prob out of range": (lambda f: _run(f, "--set", "prob=1.5"), "prob is 1.5"),
+    "unknown partition": (lambda f: _run(f, "--set", 'partition="random"'), "partition is 'random'"),
+    "unknown model": (lambda f: _run(f, "--set", 'model="resnet18"'), "unknown model 'resnet18'"),
+    "unknown strategy": (lambda f: _run(f, "--strategy", "fedprox-typo"), "unknown strategy 'fedprox-typo'"),
+    "unknown scorer (a worker used to fail)": (lambda f: _run(f, "--set", 'scorer="nope"'), "unknown scorer 'nope'"),
+    "sensing with prob 0 (a worker used to fail)": (lambda f: _run(f, "--set", "prob=0.0"), "needs a prob in (0, 1)"),
+    "relative threshold 5 (every client used to crash)": (
+        lambda f: _run(f, "--set", 'role-rule="relative"', "--set", "role-threshold=5.0"), "role-threshold is 5.0"),
+    "device quantum": (lambda f: _run(f, "--set", 'device="quantum"'), "device is 'quantum'"),
+    "device cuda without a GPU (used to hang)": (lambda f: _run(f, "--set", 'device="cuda"'), "torch sees no CUDA GPU"),
+    "more clients than images (used to hang)": (lambda f: _run(f, "--set", "num-clients=7000"), "num-clients is 7000"),
+    "missing data path": (lambda f: _run(f, "--data", str(f["root"] / "nowhere")), "does not exist"),
+    "corrupt data tarball": (lambda f: _run(f, "--data", str(f["root"] / "corrupt.tar.gz")), "cannot read tarball"),
+    "missing base checkpoint": (lambda f: _run(f, "--set", f'base-model="{f["root"] / "none.safetensors"}"'), "does not exist"),
+    "corrupt base checkpoint": (lambda f: _run(f, "--set", f'base-model="{f["root"] / "corrupt.safetensors"}"'),
+                                "not a readable safetensors checkpoint"),
+    "checkpoint of another model": (lambda f: _run(f, "--set", f'base-model="{f["root"] / "tiny.safetensors"}"'), "does not fit"),
+    "unwritable --out": (lambda f: ["run", str(f["scenario"]), "--out", str(f["root"] / "a-file" / "run")],
+                         "cannot write the run directory"),
+    "unwritable state-dir": (lambda f: _run(f, "--set", f'state-dir="{f["root"] / "a-file" / "state"}"'),
+                             "cannot write the client state directory"),
+    "faults above 1": (lambda f: _run(f, "--set", "fault-crash=0.6", "--set", "fault-drop=0.6"), "must not exceed 1"),
+    "hangs with an hour's timeout": (lambda f: _run(f, "--set", "fault-hang=0.1"), "set round-timeout to at most"),
+    "max-failed-fraction above 1": (lambda f: _run(f, "--set", "max-failed-fraction=2.0"), "max-failed-fraction is 2.0"),
+    "round-timeout 0": (lambda f: _run(f, "--set", "round-timeout=0"), "round-timeout is 0"),
+    "client-num-cpus 0": (lambda f: _run(f, "--set", "client-num-cpus=0"), "client-num-cpus is 0"),
+    "resume without a checkpoint": (lambda f: ["run", str(f["scenario"]), "--resume", str(f["root"] / "never-ran")],
+                                    "holds no checkpoint"),
+    "resume with another scenario": (lambda f: ["run", str(f["scenario"]), "--resume", str(f["stale"])],
+                                     "differs from the one this run was started with"),
+    "unwritable data plot": (lambda f: ["data", "--data", "synthetic", "--clients", "4", "--plot", str(f["root"] / "a-file" / "x.png")],
+                             "cannot write"),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES), ids=list(CASES))
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(case: str, files: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    arguments, message = CASES[case]
+    before = sorted(path.relative_to(files["root"]) for path in files["root"].rglob("*"))
+    code = main(arguments(files))
+    captured = capsys.readouterr()
+    assert code == 2, captured.err
+    assert message in captured.err and "Traceback" not in captured.err + captured.out
+    assert captured.err.strip().count("\n") <= 1, captured.err
+    assert sorted(path.relative_to(files["root"]) for path in files["root"].rglob("*")) == before
