@@ -134,8 +134,9 @@ class PersonalizedStrategy(FedAvg):
         self.rounds: dict[int, RoundLog] = {}
         self.completed_round = 0
         self.consensus_generic: list[str] | None = None
-        # Partitions whose update was accepted once: they hold their own state from then on.
-        self.participants: set[int] = set()
+        # Partitions whose update was accepted once (they hold their own state from then on),
+        # with the personalized layers each reported last: what the server need not send back.
+        self.participants: dict[int, tuple[str, ...]] = {}
         # Wall-clock seconds per round, kept apart from results.json (which must repeat exactly).
         self.timings: dict[int, float] = {}
         self._current: ArrayRecord | None = None
@@ -151,14 +152,14 @@ class PersonalizedStrategy(FedAvg):
         """Everything besides the global arrays that the next round depends on (JSON-able)."""
         return {
             "rounds": [self.rounds[number].to_json() for number in sorted(self.rounds)],
-            "participants": sorted(self.participants),
+            "participants": {str(client): list(layers) for client, layers in sorted(self.participants.items())},
             "consensus-generic": self.consensus_generic,
             "timings": {str(number): seconds for number, seconds in sorted(self.timings.items())},
         }
 
     def load_state_dict(self, state: dict[str, Any], completed_round: int) -> None:
         self.rounds = {int(entry["round"]): RoundLog.from_json(entry) for entry in state["rounds"]}
-        self.participants = {int(client) for client in state["participants"]}
+        self.participants = {int(client): tuple(layers) for client, layers in state["participants"].items()}
         self.consensus_generic = state["consensus-generic"]
         self.timings = {int(number): float(seconds) for number, seconds in state["timings"].items()}
         self.completed_round = completed_round
@@ -185,19 +186,27 @@ class PersonalizedStrategy(FedAvg):
         return ConfigRecord(config)
 
     def _messages(self, partitions: list[int], arrays: ArrayRecord, config: ConfigRecord, message_type: str) -> list[Message]:
-        """One message per client: the whole model to newcomers, only what the policy shares to the rest.
+        """One message per client: the whole model to newcomers, only what it shares to the rest.
 
-        A client that has trained keeps its personal parameters itself, so sending them
-        again would only inflate the download; newcomers need the full base model.
+        A client that has trained keeps its personal parameters itself (for FedHEI, the
+        layers it reported personalized), so sending them again would only inflate the
+        download; newcomers need the full base model.
         """
         assert self.directory is not None, "the client directory is discovered before any round"
         scenario = ConfigRecord(self.scenario.to_mapping())
-        shared = shared_parameters(self.policy, arrays.keys())
-        returning = ArrayRecord({name: arrays[name] for name in arrays.keys() if name in shared})
+        names = list(arrays.keys())
+        downloads: dict[tuple[str, ...] | None, ArrayRecord] = {None: arrays}
+
+        def download(partition: int) -> ArrayRecord:
+            layers = self.participants.get(partition)
+            if layers not in downloads:
+                shared = shared_parameters(self.policy, names, layers)
+                downloads[layers] = ArrayRecord({name: arrays[name] for name in names if name in shared})
+            return downloads[layers]
+
         return [
             Message(
-                content=RecordDict({"arrays": returning if partition in self.participants else arrays, "config": config,
-                                    "scenario": scenario}),
+                content=RecordDict({"arrays": download(partition), "config": config, "scenario": scenario}),
                 message_type=message_type,
                 dst_node_id=self.directory.node_of[partition],
             )
@@ -266,7 +275,8 @@ class PersonalizedStrategy(FedAvg):
                 continue
             accepted_replies.append(reply)
             record.aggregated.append(client)
-            self.participants.add(client)
+            roles = reply.content.config_records.get("roles")
+            self.participants[client] = tuple(roles.get("personalized", [])) if roles is not None else ()
             record.clients.setdefault(client, {}).update(
                 {key: value for key, value in _numbers(reply.content.metric_records["metrics"]).items() if key != "client-id"})
         for failure in record.failed("train"):

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, ConfigRecord, Error, Message, MessageType, Metadata, MetricRecord, RecordDict
 from flwr.common.constant import ErrorCode
+from flwr.supercore.task_identity import TaskIdentity
 
 from fedhei.config.scenario import Scenario
 from fedhei.errors import FedheiError, RunFailed
@@ -149,3 +150,29 @@ def test_the_readme_example_strategy_works_as_written() -> None:
     # Kept by all three: the median (4x) ignores the outlier (100x), whatever the weights.
     assert weight[0, 1] == pytest.approx(4.0 * GLOBAL["a.weight"][0, 1])
     assert weight[1, 1] == pytest.approx(GLOBAL["a.weight"][1, 1])
+
+
+def test_a_returning_fedhei_client_receives_only_the_parameters_it_shares(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Newcomers get the whole model; a client that reported layer 'a' personalized gets everything but 'a'."""
+    # Instruction messages take their sender from the running task, as on a SuperLink.
+    monkeypatch.setattr(TaskIdentity, "_run_id", 1)
+    monkeypatch.setattr(TaskIdentity, "_node_id", 0)
+    monkeypatch.setattr(TaskIdentity, "_task_id", 1)
+    strategy = _strategy(sampled=[1, 2])
+    strategy.scenario = strategy.scenario.replace(fraction_train=1.0)
+    content = RecordDict(
+        {
+            "arrays": ArrayRecord({"a.bias": Array(np.zeros(2, dtype=np.float32))}),
+            "metrics": MetricRecord({"num-examples": 10.0, "train-loss": 1.0}),
+            "roles": ConfigRecord({"generic": [], "personalized": ["a"]}),
+        }
+    )
+    personal = Message(content=content, metadata=_received_from(2))
+    strategy.aggregate_train(1, [_good(1, 2.0, 10.0), personal])
+    arrays = ArrayRecord({name: Array(value) for name, value in GLOBAL.items()})
+    messages = {m.metadata.dst_node_id: m for m in strategy.configure_train(2, arrays, ConfigRecord(), grid=None)}
+    sent = {node: set(m.content.array_records["arrays"].keys()) for node, m in messages.items()}
+    assert sent.pop(2) == set()
+    assert all(names == {"a.weight", "a.bias"} for names in sent.values()) and len(sent) == 9
+    assert strategy.rounds[2].bytes_down == 9 * arrays.count_bytes()
+    assert strategy.state_dict()["participants"] == {"1": [], "2": ["a"]}

@@ -86,11 +86,8 @@ def _in_layers(layers: Iterable[str]) -> Callable[[str], bool]:
     return lambda name: name.rsplit(".", 1)[0] in owners
 
 
-def shared_parameters(policy: ClientPolicy, parameter_names: Iterable[str]) -> set[str]:
-    """What the server must still send to a client that has trained before.
-
-    Per-client roles (FedHEI) are known only to the client, so under ``Sharing.GENERIC``
-    every parameter goes down; the fixed splits send only their shared part.
-    """
+def shared_parameters(policy: ClientPolicy, parameter_names: Iterable[str], personalized_layers: Iterable[str] = ()) -> set[str]:
+    """What the server must still send to a client that has trained before: everything it
+    shares, given the personalized layers it reported (FedHEI's roles are per client)."""
     names = list(parameter_names)
-    return set(names) - personal_parameters(policy, names, personalized_layers=())
+    return set(names) - personal_parameters(policy, names, personalized_layers)
