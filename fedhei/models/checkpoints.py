@@ -7,11 +7,11 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
-from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from fedhei import atomic
 from fedhei.errors import FedheiError
+from fedhei.models import language
 from fedhei.models.registry import create_model
 
 
@@ -42,10 +42,18 @@ def load_state(path: Path | str) -> tuple[dict[str, torch.Tensor], dict[str, str
         raise FedheiError(f"{path} is not a readable safetensors checkpoint ({error})") from error
 
 
-def load_checkpoint(path: Path | str, model_name: str | None = None) -> VisionTransformer:
-    """Rebuild the model named in the checkpoint's metadata (or ``model_name``) and load it."""
-    state, metadata = load_state(path)
-    name = model_name or metadata.get("model")
+def load_checkpoint(path: Path | str, model_name: str | None = None) -> nn.Module:
+    """Rebuild the model and load its weights, strictly (a missing or extra tensor is an error).
+
+    ``path`` is a fedhei checkpoint file, whose metadata names the model (or give
+    ``model_name``), or a Qwen2 checkpoint folder, which is its own architecture
+    unless ``model_name`` names a registry model of the same shapes.
+    """
+    if Path(path).is_dir():
+        state, name = language.folder_state(path), model_name or str(path)
+    else:
+        state, metadata = load_state(path)
+        name = model_name or metadata.get("model", "")
     if not name:
         raise FedheiError(f"{path} does not say which model it holds; pass the model name")
     model = create_model(name)
