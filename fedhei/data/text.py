@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from fedhei import seeding
+from fedhei.data.batching import batch_indices
 from fedhei.errors import FedheiError
 
 TOPICS_SOURCE = "topics"
@@ -272,10 +273,8 @@ class TokenBatches:
     def batches(
         self, batch_size: int, shuffle: bool = False, seed: int = 0, augment: bool = False
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        generator = torch.Generator().manual_seed(seed)
-        order = torch.randperm(len(self), generator=generator) if shuffle else torch.arange(len(self))
-        for start in range(0, len(self), batch_size):
-            rows = self.sequences[order[start : start + batch_size]]
+        for index in batch_indices(len(self), batch_size, shuffle, torch.Generator().manual_seed(seed)):
+            rows = self.sequences[index]
             yield rows[:, :-1], rows[:, 1:]
 
 

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fedhei.data.batching import batch_indices
 from fedhei.data.cifar10 import Split
 from fedhei.models.adapters import task_for
 from fedhei.models.registry import input_size
@@ -64,9 +65,7 @@ class ArrayBatches:
         self, batch_size: int, shuffle: bool = False, seed: int = 0, augment: bool = False
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         generator = torch.Generator().manual_seed(seed)
-        order = torch.randperm(len(self), generator=generator) if shuffle else torch.arange(len(self))
-        for start in range(0, len(self), batch_size):
-            index = order[start : start + batch_size]
+        for index in batch_indices(len(self), batch_size, shuffle, generator):
             images = self.images[index]
             if augment:
                 images = _random_crop_flip(images, generator)
