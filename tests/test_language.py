@@ -208,6 +208,8 @@ def test_a_local_checkpoint_folder_loads_with_safetensors(tmp_path: Path, tie: b
     inputs = torch.randint(0, 257, (2, 12))
     with torch.no_grad():
         torch.testing.assert_close(loaded(inputs).logits, reference(inputs).logits)
+    alone = load_checkpoint(tmp_path / "qwen" / "model.safetensors")  # a file of the folder: the folder's architecture
+    assert all(torch.equal(value, alone.state_dict()[key]) for key, value in loaded.state_dict().items())
     save_checkpoint(loaded, tmp_path / "copy.safetensors", {"model": str(tmp_path / "qwen")})
     again = load_checkpoint(tmp_path / "copy.safetensors")
     assert all(torch.equal(value, again.state_dict()[key]) for key, value in loaded.state_dict().items())

@@ -45,20 +45,24 @@ def load_state(path: Path | str) -> tuple[dict[str, torch.Tensor], dict[str, str
 def load_checkpoint(path: Path | str, model_name: str | None = None) -> nn.Module:
     """Rebuild the model and load its weights, strictly (a missing or extra tensor is an error).
 
-    ``path`` is a fedhei checkpoint file, whose metadata names the model (or give
-    ``model_name``), or a Qwen2 checkpoint folder, which is its own architecture
-    unless ``model_name`` names a registry model of the same shapes.
+    ``path`` is a safetensors file, whose metadata names the model (fedhei's own files),
+    or a Qwen2 checkpoint folder, or a safetensors file inside one; a checkpoint folder
+    is its own architecture. ``model_name`` overrides either, e.g. a registry model of
+    the same shapes.
     """
-    if Path(path).is_dir():
-        state, name = language.folder_state(path), model_name or str(path)
+    path = Path(path)
+    if path.is_dir():
+        state, name = language.folder_state(path), str(path)
     else:
         state, metadata = load_state(path)
-        name = model_name or metadata.get("model", "")
+        name = metadata.get("model") or (str(path.parent) if language.is_checkpoint_folder(str(path.parent)) else "")
+    name = model_name or name
     if not name:
         raise FedheiError(f"{path} does not say which model it holds; pass the model name")
     model = create_model(name)
     try:
-        model.load_state_dict(state)
+        model.load_state_dict(language.untied(state))
     except RuntimeError as error:
-        raise FedheiError(f"{path} does not fit model {name}: {str(error).splitlines()[0]}") from error
+        detail = " ".join(line.strip() for line in str(error).splitlines()[1:2])[:300]
+        raise FedheiError(f"{path} does not fit model {name}: {detail}") from error
     return model

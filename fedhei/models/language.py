@@ -98,11 +98,7 @@ def create_language_model(name: str, seed: int = 0) -> Qwen2ForCausalLM:
 
 
 def folder_state(folder: Path | str) -> dict[str, torch.Tensor]:
-    """All tensors of a checkpoint folder's ``*.safetensors`` files (sharded or not).
-
-    A checkpoint saved with tied embeddings has no ``lm_head.weight``; the untied head
-    starts as a copy of the embedding, which is what the tied model computed.
-    """
+    """All tensors of a checkpoint folder's ``*.safetensors`` files (sharded or not)."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -116,6 +112,17 @@ def folder_state(folder: Path | str) -> dict[str, torch.Tensor]:
             state.update(load_file(str(file)))
         except (SafetensorError, OSError) as error:
             raise FedheiError(f"{file} is not a readable safetensors file ({error})") from error
+    return state
+
+
+def untied(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A Qwen2 checkpoint's tensors as fedhei's untied model takes them.
+
+    A checkpoint saved with tied embeddings has no ``lm_head.weight``: the untied head
+    starts as a copy of the embedding, which is what the tied model computed. Buffers
+    that older checkpoints stored and the current code recomputes are dropped. Other
+    states pass unchanged.
+    """
     state = {key: value for key, value in state.items() if not key.endswith(_RECOMPUTED_SUFFIXES)}
     if "lm_head.weight" not in state and "model.embed_tokens.weight" in state:
         state["lm_head.weight"] = state["model.embed_tokens.weight"].clone()
