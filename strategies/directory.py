@@ -59,11 +59,16 @@ class ClientDirectory:
 
     @classmethod
     def discover(cls, grid: Grid, scenario: ConfigRecord, num_clients: int, timeout: float = ROLL_CALL_TIMEOUT_S) -> ClientDirectory:
-        """Ask every node for its partition id; refuse a federation that does not hold 0..num-clients-1 once each."""
+        """Wait for the nodes to connect, ask each for its partition id, and refuse a federation
+        that does not hold 0..num-clients-1 once each."""
+        deadline = time.monotonic() + timeout
         nodes = sorted(grid.get_node_ids())
+        while len(nodes) < num_clients and time.monotonic() < deadline:
+            time.sleep(1.0)
+            nodes = sorted(grid.get_node_ids())
         question = RecordDict({"config": ConfigRecord({"ask": "partition-id"}), "scenario": scenario})
         messages = [Message(question, dst_node_id=node, message_type=MessageType.QUERY) for node in nodes]
-        replies = exchange(grid, messages, timeout)
+        replies = exchange(grid, messages, max(1.0, deadline - time.monotonic()))
         if len(replies) < len(nodes):
             raise FedheiError(f"only {len(replies)} of {len(nodes)} nodes answered the roll call within {timeout:g} s; "
                               "are all SuperNodes running?")

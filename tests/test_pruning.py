@@ -22,6 +22,7 @@ from fedhei.method.structured import (
     structured_widths,
     structured_with_schedule,
 )
+from fedhei.models.adapters import StructuredGroup
 from fedhei.models.checkpoints import save_checkpoint
 from fedhei.models.registry import count_parameters, create_model, linear_layers
 from fedhei.training.loops import TrainSettings, batches_for, train
@@ -170,10 +171,10 @@ def test_structured_pruning_removes_the_least_important_heads(micro: nn.Module, 
     block = micro.blocks[0].attn
     width, head_dim = block.proj.in_features, block.head_dim
 
-    def importance(group: object) -> torch.Tensor:
-        scores = torch.arange(width, dtype=torch.float32) + 1000.0
-        if len(scores) == width:
-            scores[head_dim : 2 * head_dim] = 0.0
+    def importance(model: nn.Module, group: StructuredGroup) -> torch.Tensor:
+        scores = torch.arange(group.units, dtype=torch.float32) + 1000.0
+        if group.key_name == "blocks.0.attn.qkv":
+            scores[1] = 0.0
         return scores
 
     pruned = structured_prune(micro, {"blocks.0.attn.qkv": 0.25, "blocks.0.attn.proj": 0.25}, importance=importance)
@@ -187,6 +188,50 @@ def test_structured_pruning_removes_the_least_important_heads(micro: nn.Module, 
         attn.proj.weight[:, head_dim : 2 * head_dim] = 0.0
         torch.testing.assert_close(pruned(images), reference(images))
     assert pruned.blocks[0].attn.num_heads == 3 and pruned.blocks[1].attn.num_heads == 4
+
+
+def _pruned_by_dependency_graph(model: nn.Module, ratios: dict[str, float]) -> nn.Module:
+    """The ViT pruner fedhei used before the adapters: Torch-Pruning's dependency graph and
+    its default group magnitude importance, one proj-input group per block's heads."""
+    import torch_pruning as tp
+
+    pruned = copy.deepcopy(model).eval()
+    unwrapped = [(param, param.dim() - 1) for name, param in pruned.named_parameters() if name in ("cls_token", "pos_embed")]
+    graph = tp.DependencyGraph().build_dependency(pruned, example_inputs=torch.zeros(1, 3, 32, 32), unwrapped_parameters=unwrapped)
+    importance = tp.importance.GroupMagnitudeImportance(p=2)
+    for index, block in enumerate(pruned.blocks):
+        attn, mlp, prefix = block.attn, block.mlp, f"blocks.{index}"
+        heads = attn.num_heads
+        drop_heads = math.floor(min(ratios[f"{prefix}.attn.qkv"], ratios[f"{prefix}.attn.proj"]) * heads + 0.5)
+        if 0 < drop_heads < heads:
+            group = graph.get_pruning_group(attn.proj, tp.prune_linear_in_channels, list(range(attn.proj.in_features)))
+            scores = importance(group).view(heads, attn.head_dim).mean(dim=1)
+            chosen = sorted(torch.sort(scores, stable=True).indices[:drop_heads].tolist())
+            drop = [head * attn.head_dim + offset for head in chosen for offset in range(attn.head_dim)]
+            graph.get_pruning_group(attn.proj, tp.prune_linear_in_channels, drop).prune()
+            attn.num_heads, attn.attn_dim = heads - drop_heads, (heads - drop_heads) * attn.head_dim
+        hidden = mlp.fc1.out_features
+        drop_hidden = math.floor(min(ratios[f"{prefix}.mlp.fc1"], ratios[f"{prefix}.mlp.fc2"]) * hidden + 0.5)
+        if 0 < drop_hidden < hidden:
+            scores = importance(graph.get_pruning_group(mlp.fc1, tp.prune_linear_out_channels, list(range(hidden))))
+            chosen = sorted(torch.sort(scores, stable=True).indices[:drop_hidden].tolist())
+            graph.get_pruning_group(mlp.fc1, tp.prune_linear_out_channels, chosen).prune()
+    return pruned
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_slicing_removes_what_torch_prunings_dependency_graph_removed(seed: int, images: torch.Tensor) -> None:
+    model = create_model("vit-micro", seed=seed).eval()
+    rng = np.random.default_rng(seed)
+    with torch.no_grad():  # rows of unequal size, so that the ranking matters
+        for module in model.modules():
+            if isinstance(module, nn.Linear):
+                module.weight.mul_(torch.from_numpy(rng.uniform(0.2, 2.0, (module.weight.shape[0], 1))).float())
+    ratios = {layer: float(rng.choice([0.0, 0.25, 0.5, 0.7])) for layer in names(model)}
+    expected, pruned = _pruned_by_dependency_graph(model, ratios).state_dict(), structured_prune(model, ratios).state_dict()
+    assert expected.keys() == pruned.keys()
+    assert all(torch.equal(expected[key], pruned[key]) for key in expected)
+    assert sum(value.numel() for value in pruned.values()) < sum(value.numel() for value in model.state_dict().values())
 
 
 def test_structured_ratios_protect_personalized_layers(micro: nn.Module) -> None:

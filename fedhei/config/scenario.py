@@ -16,13 +16,17 @@ from pathlib import Path
 from typing import Any
 
 from fedhei.data.partition import PartitionKind, PartitionSpec
+from fedhei.data.text import TOPICS_SOURCE, TopicTextSpec
 from fedhei.errors import FedheiError
 from fedhei.federation.wire import Precision
 from fedhei.method.roles import RULES
 from fedhei.method.scoring import build_scorer
+from fedhei.models.language import tokenizer_for
+from fedhei.models.registry import task_name
 from fedhei.training.device import check_device_name
 from fedhei.training.loops import TrainSettings
 from fedhei.training.pretrain import PretrainSpec
+from fedhei.training.tasks import LANGUAGE_MODELING
 
 # Choices that belong to no registry; the others are read from their registries below.
 _CHOICES: dict[str, tuple[str, ...]] = {
@@ -69,6 +73,10 @@ class Scenario:
     classes_per_client: int = 2
     public_fraction: float = 0.1
     test_ratio: float = 0.2
+    # Language models: generated topic text (data-source "topics"), one topic per client.
+    text_topics: int = 6
+    text_documents: int = 200
+    text_sequence_length: int = 64
     # The shared base model.
     model: str = "vit-tiny-c10"
     base_model: str = ""
@@ -131,6 +139,17 @@ class Scenario:
         # Built here so a bad split, model, schedule or scorer fails at parse time, not inside a worker.
         self.partition_spec()
         self.pretrain_spec()
+        if self.is_language_model:
+            if self.data_source not in ("", TOPICS_SOURCE):
+                raise FedheiError(f"data-source is '{self.data_source}' but {self.model} is a language model; "
+                                  f"use '{TOPICS_SOURCE}' (generated topic text) or leave it empty")
+            if self.text_sequence_length < 1:
+                raise FedheiError(f"text-sequence-length is {self.text_sequence_length}; it must be at least 1")
+            self.text_spec()
+            tokenizer_for(self.model)
+        elif self.data_source == TOPICS_SOURCE:
+            raise FedheiError(f"data-source '{TOPICS_SOURCE}' is text, but {self.model} is an image model; "
+                              "choose a language model (e.g. qwen2-tiny)")
         self._check_scorer()
 
     def _check_failure_settings(self) -> None:
@@ -208,6 +227,23 @@ class Scenario:
             classes_per_client=self.classes_per_client,
             public_fraction=self.public_fraction,
             test_ratio=self.test_ratio,
+            seed=self.seed,
+        )
+
+    @property
+    def is_language_model(self) -> bool:
+        return task_name(self.model) == LANGUAGE_MODELING.name
+
+    def text_spec(self) -> TopicTextSpec:
+        """Topic text split as CIFAR-10 is: test text ``test-ratio`` of each client's training
+        text, and a public mixture, ``public-fraction`` of all text, that no client holds."""
+        client_total = self.num_clients * self.text_documents
+        return TopicTextSpec(
+            num_clients=self.num_clients,
+            num_topics=self.text_topics,
+            train_documents=self.text_documents,
+            test_documents=max(1, round(self.test_ratio * self.text_documents)),
+            public_documents=round(self.public_fraction / (1 - self.public_fraction) * client_total),
             seed=self.seed,
         )
 

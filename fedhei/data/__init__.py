@@ -1,1 +1,1 @@
-"""CIFAR-10 sources and the non-IID partitions of it over simulated users."""
+"""CIFAR-10 sources and their non-IID partitions over simulated users; generated topic text for language models."""

@@ -7,11 +7,13 @@ this in the core lets the client logic be tested without Flower.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+# timm's ViT head, for callers that do not yet pass the model's head (its adapter's
+# ``head_parameters``); the federation passes it once it runs language models.
 HEAD_PREFIX = "head."
 
 
@@ -67,13 +69,20 @@ class ClientPolicy:
         return self.sharing is Sharing.GENERIC or self.pruning is not Pruning.NONE
 
 
-def personal_parameters(policy: ClientPolicy, parameter_names: Iterable[str], personalized_layers: Iterable[str]) -> set[str]:
-    """The parameters that never leave the client under ``policy``."""
+def personal_parameters(
+    policy: ClientPolicy,
+    parameter_names: Iterable[str],
+    personalized_layers: Iterable[str],
+    head: Collection[str] | None = None,
+) -> set[str]:
+    """The parameters that never leave the client under ``policy``; ``head`` names the
+    model's head parameters (``adapter_for(model).head_parameters(model)``)."""
     names = list(parameter_names)
+    heads = set(head) if head is not None else {name for name in names if name.startswith(HEAD_PREFIX)}
     selectors = {
         Sharing.ALL: lambda name: False,
-        Sharing.BODY: lambda name: name.startswith(HEAD_PREFIX),
-        Sharing.HEAD: lambda name: not name.startswith(HEAD_PREFIX),
+        Sharing.BODY: lambda name: name in heads,
+        Sharing.HEAD: lambda name: name not in heads,
         Sharing.NONE: lambda name: True,
         Sharing.GENERIC: _in_layers(personalized_layers),
     }
@@ -86,8 +95,13 @@ def _in_layers(layers: Iterable[str]) -> Callable[[str], bool]:
     return lambda name: name.rsplit(".", 1)[0] in owners
 
 
-def shared_parameters(policy: ClientPolicy, parameter_names: Iterable[str], personalized_layers: Iterable[str] = ()) -> set[str]:
+def shared_parameters(
+    policy: ClientPolicy,
+    parameter_names: Iterable[str],
+    personalized_layers: Iterable[str] = (),
+    head: Collection[str] | None = None,
+) -> set[str]:
     """What the server must still send to a client that has trained before: everything it
     shares, given the personalized layers it reported (FedHEI's roles are per client)."""
     names = list(parameter_names)
-    return set(names) - personal_parameters(policy, names, personalized_layers)
+    return set(names) - personal_parameters(policy, names, personalized_layers, head=head)

@@ -1,1 +1,1 @@
-"""The model registry, the linear-layer inventory and safetensors checkpoints."""
+"""The model registry (ViTs and Qwen2 language models), per-architecture adapters, and safetensors checkpoints."""

@@ -12,15 +12,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import cast
 
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save
-from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
 from fedhei.errors import FedheiError
+from fedhei.models import language
 from fedhei.models.registry import create_model
 from fedhei.models.safetensors_file import write_safetensors
 from fedhei.models.sparse import MASK_SUFFIX, VALUES_SUFFIX, pack_mask, packed_size, unpack_mask
@@ -121,25 +120,35 @@ def _densify(tensors: dict[str, torch.Tensor], declared: str) -> dict[str, torch
     return dense
 
 
-def load_checkpoint(path: Path | str, model_name: str | None = None) -> VisionTransformer:
-    """Rebuild the model a checkpoint holds, dense, sparse or structurally pruned, from its metadata.
+def load_checkpoint(path: Path | str, model_name: str | None = None) -> nn.Module:
+    """Rebuild the model a checkpoint holds and load its weights, strictly (a missing or
+    extra tensor is an error).
 
-    ``model_name`` names the model when a dense or sparse file does not; a structurally
-    pruned file always names its base model.
+    ``path`` is a safetensors file of fedhei's (dense, sparse or structurally pruned,
+    told apart by its metadata, which names the model), or a Qwen2 checkpoint folder,
+    or a safetensors file inside one; a checkpoint folder is its own architecture.
+    ``model_name`` names the model when a dense or sparse file does not, or overrides
+    it (e.g. a registry model of the same shapes); a structurally pruned file always
+    names its base model.
     """
     # Imported here: fedhei.method.structured builds its loader on load_state above.
     from fedhei.method import structured
 
-    metadata = read_metadata(path)
-    if structured.STRUCTURE_KEY in metadata:
-        return cast(VisionTransformer, structured.load_structured(path))
-    state, metadata = load_state(path)
-    name = model_name or metadata.get("model")
+    path = Path(path)
+    if path.is_dir():
+        state, name = language.folder_state(path), str(path)
+    else:
+        if structured.STRUCTURE_KEY in read_metadata(path):
+            return structured.load_structured(path)
+        state, metadata = load_state(path)
+        name = metadata.get("model") or (str(path.parent) if language.is_checkpoint_folder(str(path.parent)) else "")
+    name = model_name or name
     if not name:
         raise FedheiError(f"{path} does not say which model it holds; pass the model name")
     model = create_model(name)
     try:
-        model.load_state_dict(state)
+        model.load_state_dict(language.untied(state))
     except RuntimeError as error:
-        raise FedheiError(f"{path} does not fit model {name}: {str(error).splitlines()[0]}") from error
+        detail = " ".join(line.strip() for line in str(error).splitlines()[1:2])[:300]
+        raise FedheiError(f"{path} does not fit model {name}: {detail}") from error
     return model

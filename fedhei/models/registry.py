@@ -1,15 +1,17 @@
-"""Named ViT configurations, the linear-layer inventory, and safetensors checkpoints.
+"""Named models and the linear-layer inventory.
 
-The CIFAR-sized configurations are registered in timm's own model registry, so
-``timm.create_model("vit_tiny_c10")`` works as well as fedhei's hyphenated names,
-and every model, ours or timm's, answers the same interface (a timm
-``VisionTransformer``). timm's ImageNet ViTs are accepted by name for GPU runs;
-their input is resized to 224.
+Vision models: the CIFAR-sized ViT configurations are registered in timm's own
+model registry, so ``timm.create_model("vit_tiny_c10")`` works as well as
+fedhei's hyphenated names, and every one, ours or timm's, is a timm
+``VisionTransformer``. timm's ImageNet ViTs are accepted by name for GPU runs;
+their input is resized to 224. Language models: transformers' Qwen2, from a small
+named configuration or a local checkpoint folder (:mod:`fedhei.models.language`).
+What layer roles and pruning need to know of a model comes from its adapter
+(:mod:`fedhei.models.adapters`), not from names hard-coded here.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import timm
@@ -18,8 +20,12 @@ from timm.models import register_model
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
+from fedhei import seeding
 from fedhei.data.cifar10 import NUM_CLASSES
 from fedhei.errors import FedheiError
+from fedhei.models import language
+from fedhei.models.adapters import LinearLayer, adapter_for
+from fedhei.training.tasks import CLASSIFICATION, LANGUAGE_MODELING
 
 _CIFAR_CONFIGS: dict[str, dict[str, Any]] = {
     # ~0.14M parameters: unit tests and the synthetic set.
@@ -62,29 +68,48 @@ def vit_small_c10(pretrained: bool = False, **kwargs: Any) -> VisionTransformer:
 
 
 def available_models() -> list[str]:
-    return [*ALIASES, *HUB_MODELS]
+    return [*ALIASES, *HUB_MODELS, *language.SMALL_CONFIGS]
 
 
 def resolve_model_name(name: str) -> str:
-    """fedhei or timm name -> timm registry name; unknown names are a user error."""
+    """fedhei or timm name -> registry name; a Qwen2 checkpoint folder is its own name; anything else
+    is a user error."""
     if name in ALIASES:
         return ALIASES[name]
-    if name in ALIASES.values() or name in HUB_MODELS:
+    if name in ALIASES.values() or name in HUB_MODELS or name in language.SMALL_CONFIGS:
         return name
-    raise FedheiError(f"unknown model '{name}'; choose one of: {', '.join(available_models())}")
+    if language.is_checkpoint_folder(name):
+        language.qwen2_config(name)
+        return name
+    raise FedheiError(f"unknown model '{name}'; choose one of: {', '.join(available_models())}, "
+                      "or a Qwen2 checkpoint folder (config.json and *.safetensors)")
 
 
-def create_model(name: str, pretrained: bool = False, num_classes: int = NUM_CLASSES) -> VisionTransformer:
-    """Build a named model; ``pretrained`` fetches hub weights, which needs internet access."""
-    timm_name = resolve_model_name(name)
+def task_name(name: str) -> str:
+    """The task a model name stands for, known without building the model (for parse-time checks)."""
+    return LANGUAGE_MODELING.name if language.is_language_model(resolve_model_name(name)) else CLASSIFICATION.name
+
+
+def create_model(name: str, pretrained: bool = False, num_classes: int = NUM_CLASSES, seed: int = 0) -> nn.Module:
+    """Build a named model with weights drawn on the ``seed``'s "model-init" stream.
+
+    ``pretrained`` fetches timm hub weights, which needs internet access; language models
+    take their weights from a local checkpoint instead (``load_checkpoint``).
+    """
+    registry_name = resolve_model_name(name)
+    if language.is_language_model(registry_name):
+        if pretrained:
+            raise FedheiError(f"{name} has no hub weights in fedhei; give a local checkpoint folder as base-model")
+        return language.create_language_model(registry_name, seed)
     try:
-        model = timm.create_model(timm_name, pretrained=pretrained, num_classes=num_classes)
+        with seeding.torch_seeded(seed, "model-init"):
+            model = timm.create_model(registry_name, pretrained=pretrained, num_classes=num_classes)
     except (OSError, RuntimeError, ValueError) as error:
         if not pretrained:
             raise
-        raise FedheiError(f"cannot fetch hub weights for {timm_name} ({type(error).__name__}); "
+        raise FedheiError(f"cannot fetch hub weights for {registry_name} ({type(error).__name__}); "
                           "this needs internet access: give a local base-model checkpoint instead") from error
-    assert isinstance(model, VisionTransformer), f"{timm_name} is not a ViT"
+    assert isinstance(model, VisionTransformer), f"{registry_name} is not a ViT"
     return model
 
 
@@ -94,30 +119,9 @@ def input_size(model: nn.Module) -> int:
     return int(size[0] if isinstance(size, (tuple, list)) else size)
 
 
-@dataclass(frozen=True)
-class LinearLayer:
-    """One prunable unit: a linear layer of the model."""
-
-    name: str
-    out_features: int
-    in_features: int
-    params: int
-    # Block index, or -1 for layers outside the blocks (the head), from timm's naming.
-    block: int
-    # qkv, proj, fc1, fc2 or head: the same role in every block.
-    kind: str
-
-
 def linear_layers(model: nn.Module) -> list[LinearLayer]:
     """The model's linear layers in forward order: the units that layer roles and pruning act on."""
-    layers = []
-    for name, module in model.named_modules():
-        if isinstance(module, nn.Linear):
-            parts = name.split(".")
-            block = int(parts[1]) if len(parts) > 1 and parts[0] == "blocks" and parts[1].isdigit() else -1
-            params = module.weight.numel() + (module.bias.numel() if module.bias is not None else 0)
-            layers.append(LinearLayer(name, module.out_features, module.in_features, params, block, parts[-1]))
-    return layers
+    return adapter_for(model).linear_layers(model)
 
 
 def count_parameters(model: nn.Module) -> tuple[int, int]:

@@ -1,1 +1,1 @@
-"""Local training and evaluation on in-memory arrays, and pre-training of the shared base model."""
+"""Tasks (image classification, language modelling), local training and evaluation, and pre-training of the base model."""

@@ -1,4 +1,10 @@
-"""Training and evaluation on in-memory uint8 arrays, with pruning masks kept enforced."""
+"""Training and evaluation with pruning masks kept enforced, for any task.
+
+The same ``train`` and ``evaluate`` serve image classification (:class:`ArrayBatches`
+over in-memory uint8 images) and language modelling (token batches from
+:mod:`fedhei.data.text`): the model's task (:mod:`fedhei.training.tasks`, chosen by
+its architecture adapter) turns a batch into flat logits and labels.
+"""
 
 from __future__ import annotations
 
@@ -12,8 +18,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from fedhei import seeding
+from fedhei.data.batching import batch_indices
 from fedhei.data.cifar10 import Split
+from fedhei.models.adapters import task_for
 from fedhei.models.registry import input_size
+from fedhei.training.tasks import Batches, Totals
 
 MEAN = torch.tensor([0.4914, 0.4822, 0.4465]).view(1, 3, 1, 1)
 STD = torch.tensor([0.2470, 0.2435, 0.2616]).view(1, 3, 1, 1)
@@ -51,9 +60,7 @@ class ArrayBatches:
         self, batch_size: int, shuffle: bool = False, seed: int = 0, augment: bool = False
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         generator = torch.Generator().manual_seed(seed)
-        order = torch.randperm(len(self), generator=generator) if shuffle else torch.arange(len(self))
-        for start in range(0, len(self), batch_size):
-            index = order[start : start + batch_size]
+        for index in batch_indices(len(self), batch_size, shuffle, generator):
             images = self.images[index]
             if augment:
                 images = _random_crop_flip(images, generator)
@@ -96,7 +103,7 @@ def apply_masks(model: nn.Module, masks: Masks | None) -> None:
 
 def train(
     model: nn.Module,
-    data: ArrayBatches,
+    data: Batches,
     settings: TrainSettings,
     masks: Masks | None = None,
     seed: int = 0,
@@ -108,8 +115,10 @@ def train(
 
     ``trainable`` limits which parameters move (FedRep trains head and body in turns).
     ``on_step(step, total_steps, loss)`` drives a progress display.
-    Returns the mean training loss and the number of examples seen.
+    Returns the mean training loss (per prediction: per image or per token) and the
+    number of examples seen.
     """
+    task = task_for(model)
     device = device or next(model.parameters()).device
     model.to(device).train()
     params = [p for n, p in model.named_parameters() if trainable is None or n in trainable]
@@ -124,15 +133,15 @@ def train(
     apply_masks(model, masks)
     losses, seen, step, epoch = [], 0, 0, 0
     while step < total_steps:
-        for images, labels in data.batches(settings.batch_size, shuffle=True, seed=seeding.seed_for(seed, "epoch", epoch), augment=settings.augment):
-            loss = F.cross_entropy(model(images.to(device)), labels.to(device))
+        for inputs, targets in data.batches(settings.batch_size, shuffle=True, seed=seeding.seed_for(seed, "epoch", epoch), augment=settings.augment):
+            loss = task.loss(model, inputs.to(device), targets.to(device))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             schedule.step()
             apply_masks(model, masks)
             losses.append(loss.item())
-            seen += len(labels)
+            seen += len(targets)
             step += 1
             if on_step is not None:
                 on_step(step, total_steps, losses[-1])
@@ -143,17 +152,16 @@ def train(
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, data: ArrayBatches, batch_size: int = 256, device: torch.device | None = None) -> dict[str, float]:
-    """Accuracy and mean loss; an empty split gives NaN rather than a fake zero."""
+def evaluate(model: nn.Module, data: Batches, batch_size: int = 256, device: torch.device | None = None) -> dict[str, float]:
+    """The task's metrics: accuracy and mean loss, and perplexity for a language model."""
+    task = task_for(model)
     device = device or next(model.parameters()).device
     model.to(device).eval()
-    correct, total, loss_sum = 0, 0, 0.0
-    for images, labels in data.batches(batch_size):
-        logits = model(images.to(device))
-        labels = labels.to(device)
-        loss_sum += F.cross_entropy(logits, labels, reduction="sum").item()
-        correct += int((logits.argmax(dim=1) == labels).sum().item())
-        total += len(labels)
-    if total == 0:
-        return {"accuracy": float("nan"), "loss": float("nan"), "examples": 0.0}
-    return {"accuracy": correct / total, "loss": loss_sum / total, "examples": float(total)}
+    totals = Totals()
+    for inputs, targets in data.batches(batch_size):
+        logits, labels = task.predictions(model, inputs.to(device), targets.to(device))
+        totals.loss += F.cross_entropy(logits, labels, reduction="sum").item()
+        totals.correct += int((logits.argmax(dim=1) == labels).sum().item())
+        totals.predictions += labels.numel()
+        totals.examples += len(inputs)
+    return task.summary(totals)

@@ -20,6 +20,7 @@ from torch import nn
 
 from fedhei import seeding
 from fedhei.errors import FedheiError
+from fedhei.models.adapters import task_for
 from fedhei.models.registry import linear_layers
 
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -60,7 +61,8 @@ def _predictive_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Ten
     return -(log_probs.exp() * log_probs).sum()
 
 
-# Each maps (logits, labels) to the signal summed over the batch.
+# Each maps flat (logits, labels), one row per prediction (an image, or a token of a text:
+# the model's task flattens them), to the signal summed over the batch.
 SIGNALS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
     "loss": _cross_entropy,
     "entropy": _predictive_entropy,
@@ -68,14 +70,17 @@ SIGNALS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
 
 
 def measure_signal(model: nn.Module, calibration: Calibration, signal: str) -> float:
-    """Mean signal per example over the calibration batches: one forward pass per batch."""
+    """Mean signal per prediction over the calibration batches (per image, or per token: the
+    loss is then the log-perplexity): one forward pass per batch."""
     reduce = SIGNALS[signal]
+    task = task_for(model)
     device = next(model.parameters()).device
     total, count = 0.0, 0
     with torch.no_grad():
-        for images, labels in calibration:
-            total += reduce(model(images.to(device)), labels.to(device)).item()
-            count += len(labels)
+        for inputs, targets in calibration:
+            logits, labels = task.predictions(model, inputs.to(device), targets.to(device))
+            total += reduce(logits, labels).item()
+            count += labels.numel()
     return total / count
 
 

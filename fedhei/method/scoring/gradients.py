@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch.nn.functional as F
 from torch import nn
 
 from fedhei.method.scoring.base import Calibration, LayerScores, check_calibration, linear_modules, measuring
+from fedhei.models.adapters import task_for
 
 
 @dataclass(frozen=True)
@@ -22,14 +22,15 @@ class FisherScorer:
     def __call__(self, model: nn.Module, calibration: Calibration, seed: int) -> LayerScores:
         check_calibration(calibration)
         modules = linear_modules(model)
+        task = task_for(model)
         device = next(model.parameters()).device
         saved_grads = {name: param.grad for name, param in model.named_parameters()}
         totals = dict.fromkeys(modules, 0.0)
         try:
             with measuring(model):
-                for images, labels in calibration:
+                for inputs, targets in calibration:
                     model.zero_grad(set_to_none=True)
-                    F.cross_entropy(model(images.to(device)), labels.to(device)).backward()
+                    task.loss(model, inputs.to(device), targets.to(device)).backward()
                     for name, module in modules.items():
                         totals[name] += module.weight.grad.detach().pow(2).mean().item()
         finally:
