@@ -1,4 +1,4 @@
-"""The ``fedhei`` command: data, pretrain, compress, run, bench.
+"""The ``fedhei`` command: data, pretrain, compress, run, bench, superlink.
 
 Each subcommand is a pair (add its arguments, run it) in one table, so adding a
 command is one entry, not another branch. A :class:`FedheiError` anywhere below
@@ -135,12 +135,25 @@ def _bench(args: argparse.Namespace) -> int:
                          verbose=args.verbose, quiet=args.quiet)
 
 
+def _superlink_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("action", choices=["status", "stop"],
+                        help="show the SuperLink that `flwr run` left running for simulations, or stop it and all it started")
+    parser.add_argument("--port", type=int, help="its port (default: $FLWR_LOCAL_SUPERLINK_HTTP_API_PORT, else 39091, as flwr)")
+
+
+def _superlink(args: argparse.Namespace) -> int:
+    from fedhei.experiments.superlink import superlink_command
+
+    return superlink_command(args.action, args.port)
+
+
 COMMANDS: dict[str, Command] = {
     "data": Command("load CIFAR-10, split it over clients and show the split", _data_arguments, _data),
     "pretrain": Command("pre-train (or reuse the cached) base model", _pretrain_arguments, _pretrain),
     "compress": Command("score, classify and prune one user's model, against baselines", _compress_arguments, _compress),
     "run": Command("run a scenario on Flower's simulation engine", _run_arguments_with_resume, _run),
     "bench": Command("run every strategy on one scenario, side by side", _run_arguments, _bench),
+    "superlink": Command("show or stop the local SuperLink that `flwr run` leaves running", _superlink_arguments, _superlink),
 }
 
 
