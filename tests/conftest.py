@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
@@ -64,3 +66,12 @@ def expect_one_line_error() -> Callable[..., None]:
         assert result.stderr.strip().count("\n") == 0, result.stderr
 
     return check
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports the kernel has just handed out, so they collide with nothing already listening."""
+    with ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) for _ in range(count)]
+        for probe in sockets:
+            probe.bind(("127.0.0.1", 0))
+        return [probe.getsockname()[1] for probe in sockets]

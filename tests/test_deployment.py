@@ -17,17 +17,17 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import ExitStack, suppress
+from contextlib import suppress
 from pathlib import Path
 
 import psutil
 import pytest
+from conftest import free_ports
 
 from fedhei.processes import process_tree, running, stop
 
@@ -44,15 +44,6 @@ def _executable(name: str) -> str:
     found = shutil.which(name, path=SEARCH_PATH)
     assert found, name
     return found
-
-
-def _free_ports(count: int) -> list[int]:
-    """Ports the kernel has just handed out, so they collide with nothing already listening."""
-    with ExitStack() as stack:
-        sockets = [stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) for _ in range(count)]
-        for probe in sockets:
-            probe.bind(("127.0.0.1", 0))
-        return [probe.getsockname()[1] for probe in sockets]
 
 
 def _toml(values: dict[str, object]) -> str:
@@ -175,7 +166,7 @@ def _wait_for_nodes(box: Sandbox, home: Path, count: int, timeout: float = 120.0
 
 
 def test_two_supernodes_run_two_rounds_on_loopback_and_leave_no_process(sandbox: Sandbox) -> None:
-    link_port, *node_ports = _free_ports(3)
+    link_port, *node_ports = free_ports(3)
     sandbox.start("superlink", "flower-superlink", "--insecure", "--host", "127.0.0.1", "--port", str(link_port),
                   "--disable-runtime-dependency-installation", home=sandbox.home("superlink"))
     for partition, port in enumerate(node_ports):
@@ -233,7 +224,7 @@ def _fedhei(box: Sandbox, name: str, *arguments: str, home: Path, env: dict[str,
 
 
 def test_superlink_stop_stops_what_flwr_started_for_simulations_and_nothing_else(sandbox: Sandbox) -> None:
-    port, control_port, decoy_port = _free_ports(3)
+    port, control_port, decoy_port = free_ports(3)
     home = sandbox.home("user")
     # flwr reads its local SuperLink's ports from these; the defaults would collide with anyone else's.
     env = {"FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": str(port), "FLWR_LOCAL_CONTROL_API_PORT": str(control_port)}

@@ -66,6 +66,8 @@ class Scenario:
     # What each simulated client may use: CPU cores (its torch threads) and a share of a GPU.
     client_num_cpus: float = 1.0
     client_num_gpus: float = 0.0
+    # An existing Ray cluster to run the simulation on ("host:port" of its head); empty: a local one.
+    ray_address: str = ""
     # The data and how it is split over users.
     data_source: str = ""
     partition: str = "dirichlet"

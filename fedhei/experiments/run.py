@@ -43,14 +43,16 @@ def backend_config(scenario: Scenario, verbose: bool) -> dict[str, Any]:
     """Ray's share per simulated client, from the scenario; Ray's own logs only when asked.
 
     A client gets a GPU share only when the run uses the GPU: with device "auto" and no
-    share, Ray hides the GPU from the clients and they run on the CPU.
+    share, Ray hides the GPU from the clients and they run on the CPU. With ``ray-address``
+    the simulation joins that cluster (Ray's own ``address`` argument) instead of starting one.
     """
     gpus = scenario.client_num_gpus if pick_device(scenario.device).type == "cuda" else 0.0
-    return {
-        "client_resources": {"num_cpus": scenario.client_num_cpus, "num_gpus": gpus},
-        "init_args": {"logging_level": logging.INFO if verbose else logging.ERROR, "log_to_driver": verbose,
-                      "include_dashboard": False},
-    }
+    init_args: dict[str, Any] = {"logging_level": logging.INFO if verbose else logging.ERROR, "log_to_driver": verbose}
+    if scenario.ray_address:
+        init_args["address"] = scenario.ray_address
+    else:
+        init_args["include_dashboard"] = False
+    return {"client_resources": {"num_cpus": scenario.client_num_cpus, "num_gpus": gpus}, "init_args": init_args}
 
 
 class _QuietFlower(logging.Filter):
