@@ -17,6 +17,7 @@ from typing import Any
 
 from fedhei.data.partition import PartitionKind, PartitionSpec
 from fedhei.errors import FedheiError
+from fedhei.method.scoring import SENSING_DESIGNS, check_federated_scorer
 from fedhei.training.loops import TrainSettings
 from fedhei.training.pretrain import PretrainSpec
 
@@ -24,6 +25,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "partition": tuple(kind.value for kind in PartitionKind),
     "signal": ("loss", "entropy"),
     "sensing-solver": ("lasso", "omp"),
+    "sensing-design": SENSING_DESIGNS,
     "role-rule": ("absolute", "relative", "top-fraction"),
     "shared-layers": ("per-client", "consensus"),
     "state-store": ("context", "disk"),
@@ -67,8 +69,9 @@ class Scenario:
     personal_factor: float = 0.5
     scorer: str = "sensing"
     signal: str = "loss"
-    sensing_measurements: float = 0.5
+    sensing_measurements: float = 0.3
     sensing_solver: str = "lasso"
+    sensing_design: str = "blocks"
     calibration_batches: int = 2
     role_rule: str = "top-fraction"
     role_threshold: float = 0.25
@@ -85,6 +88,7 @@ class Scenario:
             value = getattr(self, _attr(key))
             if value not in allowed:
                 raise FedheiError(f"{key} is '{value}'; choose one of: {', '.join(allowed)}")
+        check_federated_scorer(self.scorer)
         positive = ("num-server-rounds", "num-clients", "batch-size", "pruning-steps", "calibration-batches")
         for key in positive:
             if getattr(self, _attr(key)) < 1:

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fedhei import seeding
 from fedhei.errors import FedheiError
 from fedhei.models.registry import linear_layers
 
@@ -101,7 +102,7 @@ def random_drops(model: nn.Module, layers: Sequence[str], prob: float, seed: int
     drops = {}
     for index, name in enumerate(layers):
         count = modules[name].weight.numel()
-        generator = torch.Generator().manual_seed(seed * 100_003 + index)
+        generator = seeding.torch_generator(seed, "perturbation-drops", index)
         drops[name] = torch.randperm(count, generator=generator)[: round(prob * count)]
     return drops
 
