@@ -61,8 +61,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     method = parser.add_argument_group("scoring and roles")
     method.add_argument("--scorer", default="sensing", help="layer scorer (sensing, exhaustive, magnitude, ...)")
     method.add_argument("--signal", default="loss", help="what a perturbation is measured on: loss or entropy")
-    method.add_argument("--measurements", type=float, default=0.5, help="sensing: fraction of the layer count, or a count")
-    method.add_argument("--solver", default="lasso", help="sensing: sparse recovery, lasso or omp")
+    method.add_argument("--measurements", type=float, default=0.3,
+                        help="sensing: budget, a fraction of the layer count or a count")
+    method.add_argument("--design", default="blocks", help="sensing: blocks, random (the first design) or signed")
+    method.add_argument("--solver", default="lasso", help="sensing, random and signed designs: lasso or omp")
     method.add_argument("--calibration-batches", type=int, default=2, help="batches of the user's data per measurement")
     method.add_argument("--role-rule", default="top-fraction", help="absolute, relative or top-fraction")
     method.add_argument("--role-threshold", type=float, default=0.25)
@@ -145,15 +147,15 @@ def _validate(args: argparse.Namespace) -> list[float]:
 
 def _compared_scorers(args: argparse.Namespace) -> list[str]:
     from fedhei.errors import FedheiError
-    from fedhei.method.scoring import FEDERATED_SCORERS, SCORER_NAMES, build_scorer
+    from fedhei.method.scoring import FEDERATED_SCORERS, SCORER_NAMES
 
     if args.compare_scorers == "none":
         return []
     names = list(SCORER_NAMES) if args.compare_scorers == "all" else [
         name.strip() for name in args.compare_scorers.split(",") if name.strip()]
-    for name in names:
-        if name not in SCORER_NAMES:
-            build_scorer(name)
+    unknown = [name for name in names if name not in SCORER_NAMES]
+    if unknown:
+        raise FedheiError(f"unknown scorer '{unknown[0]}' in --compare-scorers; choose from: {', '.join(SCORER_NAMES)}")
     if any(name not in FEDERATED_SCORERS for name in names) and args.fusion_clients < 1:
         raise FedheiError(f"--fusion-clients is {args.fusion_clients}; the fused scorers need at least 1 other client")
     return names
@@ -278,7 +280,7 @@ def _compare_scorers(names: list[str], personal: Any, calibration: list[Any], fu
     for name in names:
         started = time.perf_counter()
         scorer = build_scorer(name, signal=args.signal, measurements=args.measurements, solver=args.solver,
-                              fusion_training=fusion)
+                              design=args.design, fusion_training=fusion)
         scores = scorer(personal, calibration, args.seed)
         compared.append((name, scores.forward_passes, time.perf_counter() - started,
                          classify(scores, args.role_rule, args.role_threshold), scores.scores))
@@ -384,7 +386,8 @@ def main(args: argparse.Namespace) -> int:
     from fedhei.training.loops import batches_for, evaluate, pick_device
 
     probs = _validate(args)
-    scorer = build_scorer(args.scorer, signal=args.signal, measurements=args.measurements, solver=args.solver)
+    scorer = build_scorer(args.scorer, signal=args.signal, measurements=args.measurements, solver=args.solver,
+                          design=args.design)
     compared = _compared_scorers(args)
     data = load_cifar10(args.data or None)
     user = _user_data(data, args)

@@ -112,8 +112,6 @@ def build_scorer(
         raise FedheiError(f"unknown signal '{signal}'; choose one of: {_choices(SIGNALS)}")
     if solver not in SOLVERS:
         raise FedheiError(f"unknown sensing solver '{solver}'; choose one of: {_choices(SOLVERS)}")
-    if design not in DESIGNS:
-        raise FedheiError(f"unknown sensing design '{design}'; choose one of: {_choices(DESIGNS)}")
     if not 0 < prob < 1:
         raise FedheiError(f"perturbation prob is {prob}; it must be in (0, 1)")
     if not measurements > 0 or (measurements > 1 and measurements != int(measurements)):

@@ -15,6 +15,7 @@ import numpy as np
 from torch import nn
 
 from fedhei import seeding
+from fedhei.errors import FedheiError
 from fedhei.method.scoring.base import (
     Calibration,
     LayerScores,
@@ -104,17 +105,17 @@ SOLVERS: dict[str, Callable[[np.ndarray, np.ndarray, float], np.ndarray]] = {
 # near zero, the personalized few stand out), or each layer's deviation from a level
 # that all layers share (generic layers are the common background, whatever its height).
 LEVELS = ("zero", "shared")
-# The shared level's column is scaled up so that its coefficient, and so its penalty,
-# is small: the level is in effect not penalized.
-_LEVEL_SCALE = 100.0
 
 
 def _recover(matrix: np.ndarray, measured: np.ndarray, solver: str, alpha_fraction: float, level: str) -> np.ndarray:
+    """Per-layer sensitivities from y = A s. With the shared level, the level is fitted
+    first by least squares (a measurement of k layers moves by k times the level), and
+    only the deviations from it are recovered as the sparse signal."""
     if level == "zero":
         return SOLVERS[solver](matrix, measured, alpha_fraction)
-    sizes = matrix.sum(axis=1, keepdims=True) * _LEVEL_SCALE
-    coefficients = SOLVERS[solver](np.hstack([matrix, sizes]), measured, alpha_fraction)
-    return coefficients[:-1] + coefficients[-1] * _LEVEL_SCALE
+    sizes = matrix.sum(axis=1)
+    shared = float(sizes @ measured / (sizes @ sizes)) if sizes.any() else 0.0
+    return shared + SOLVERS[solver](matrix, measured - shared * sizes, alpha_fraction)
 
 
 def measurement_count(measurements: float, layers: int) -> int:
@@ -253,6 +254,12 @@ class SensingScorer:
     density: float = 0.1
     lasso_alpha: float = 0.001
     name: str = "sensing"
+
+    def __post_init__(self) -> None:
+        for setting, value, allowed in (("design", self.design, DESIGNS), ("level", self.level, LEVELS),
+                                        ("solver", self.solver, SOLVERS)):
+            if value not in allowed:
+                raise FedheiError(f"unknown sensing {setting} '{value}'; choose one of: {', '.join(allowed)}")
 
     def __call__(self, model: nn.Module, calibration: Calibration, seed: int) -> LayerScores:
         check_calibration(calibration)
