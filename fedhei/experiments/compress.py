@@ -242,14 +242,17 @@ def _calibration(train_data: Any, args: argparse.Namespace) -> list[Any]:
 
 
 def _fusion_training(data: Any, base: Any, args: argparse.Namespace, device: Any) -> tuple[list[Any], list[int]]:
-    """What the fused scorers are fitted on: other clients of the partition, each
-    personalized and calibrated as the user is, with their features and exhaustive scores."""
+    """What the fused scorers are fitted on: the next clients of the partition whose shards
+    fill the calibration batches, each personalized and calibrated as the user is, with
+    their features and exhaustive scores."""
     from fedhei.method.scoring import FusionExample, build_scorer
     from fedhei.training.loops import batches_for
 
     partition = _partition(data, args)
     own = args.client if args.classes is None else -1
-    clients = [client for client in range(args.clients) if client != own and len(partition.train_indices[client])]
+    enough = args.batch_size * args.calibration_batches
+    clients = [client for client in range(args.clients)
+               if client != own and len(partition.train_indices[client]) >= enough]
     clients = sorted(clients, key=lambda client: (client - own) % args.clients)[: args.fusion_clients]
     reference = build_scorer("exhaustive", signal=args.signal)
     examples = []
