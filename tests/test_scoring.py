@@ -70,12 +70,17 @@ def planted_calibration(model: nn.Module) -> list[tuple[torch.Tensor, torch.Tens
     return [(features[:64], labels[:64]), (features[64:], labels[64:])]
 
 
-def test_random_design_recovers_planted_roles_with_half_the_measurements() -> None:
-    model = Branches(planted={2, 9})
+def planted_truth(model: nn.Module) -> tuple[list, int, LayerScores, RoleMap]:
+    """The planted model's calibration, layer count, exhaustive scores and roles (2 personalized)."""
     calibration = planted_calibration(model)
     layers = len(linear_layers(model))
     exhaustive = build_scorer("exhaustive")(model, calibration, seed=0)
-    truth = classify(exhaustive, "top-fraction", 2 / layers)
+    return calibration, layers, exhaustive, classify(exhaustive, "top-fraction", 2 / layers)
+
+
+def test_random_design_recovers_planted_roles_with_half_the_measurements() -> None:
+    model = Branches(planted={2, 9})
+    calibration, layers, exhaustive, truth = planted_truth(model)
     assert truth.personalized() == ["branches.2", "branches.9"]
     for seed in range(3):
         sensed = build_scorer("sensing", measurements=0.5, design="random")(model, calibration, seed=seed)
@@ -88,10 +93,7 @@ def test_random_design_recovers_planted_roles_with_half_the_measurements() -> No
 def test_block_design_recovers_planted_roles_with_fewer_passes() -> None:
     # 4 blocks of 4 branches; the sensitive branches sit in blocks 0 and 2.
     model = Branches(planted={2, 9}, per_block=4)
-    calibration = planted_calibration(model)
-    layers = len(linear_layers(model))
-    exhaustive = build_scorer("exhaustive")(model, calibration, seed=0)
-    truth = classify(exhaustive, "top-fraction", 2 / layers)
+    calibration, layers, exhaustive, truth = planted_truth(model)
     assert truth.personalized() == ["blocks.0.2", "blocks.2.1"]
     for seed in range(3):
         # 4 block measurements, then the two blocks that changed most, layer by layer.

@@ -10,7 +10,6 @@ after the block's own ``q_norm`` and ``k_norm``).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,7 +17,7 @@ import torch
 from torch import nn
 
 from fedhei.errors import FedheiError
-from fedhei.method.scoring.base import Calibration, LayerScores, check_calibration, layer_names, measuring
+from fedhei.method.scoring.base import Calibration, Hook, LayerScores, check_calibration, forward_with_hooks, layer_names
 from fedhei.models.registry import linear_layers
 
 
@@ -46,10 +45,11 @@ class AttentionEntropyScorer:
     """Attention entropy per block: the mean entropy of the block's attention
     distributions on the user's data, over heads, queries and examples, divided by
     log(tokens) so that 1 is attention spread evenly over every token and 0 attention
-    on one token. Higher scores mean more personal: blocks whose attention mixes the
-    whole image were the ones whose perturbation cost most on vit-tiny-c10 (Spearman
-    +0.39 to +0.53 with the exhaustive scores on three clients; focused attention, the
-    opposite reading, ranked them backwards; benchmarks/sensing_vs_exhaustive.py).
+    on one token. Higher scores mean more personal: on vit-tiny-c10, blocks whose
+    attention mixes the whole image were mostly the ones whose perturbation cost most
+    (Spearman with the exhaustive scores +0.42 to +0.57 on four clients of five, -0.61
+    on the fifth; benchmarks/sensing_vs_exhaustive.py), so focused attention, the
+    opposite reading, would rank them backwards.
 
     The signal is per block; a block's linear layers (``qkv``, ``proj``, ``fc1``,
     ``fc2``) all take its score, and a layer outside the blocks takes the score of the
@@ -62,25 +62,17 @@ class AttentionEntropyScorer:
     def __call__(self, model: nn.Module, calibration: Calibration, seed: int) -> LayerScores:
         check_calibration(calibration)
         attentions = _attention_modules(model)
-        device = next(model.parameters()).device
         totals = dict.fromkeys(attentions, 0.0)
         tokens = dict.fromkeys(attentions, 1)
 
-        def recorder(index: int) -> Callable[[nn.Module, tuple[torch.Tensor, ...], torch.Tensor], None]:
+        def recorder(index: int) -> Hook:
             def record(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
                 tokens[index] = output.shape[1]
                 totals[index] += attention_entropy(attentions[index], output.detach()).mean().item()
 
             return record
 
-        handles = [attention.qkv.register_forward_hook(recorder(index)) for index, attention in attentions.items()]
-        try:
-            with measuring(model), torch.no_grad():
-                for images, _ in calibration:
-                    model(images.to(device))
-        finally:
-            for handle in handles:
-                handle.remove()
+        forward_with_hooks(model, calibration, [(attention.qkv, recorder(index)) for index, attention in attentions.items()])
         entropy = {index: totals[index] / len(calibration) / math.log(tokens[index]) for index in attentions}
         layers = layer_names(model)
         blocks = {layer.name: layer.block for layer in linear_layers(model)}

@@ -90,6 +90,23 @@ def measuring(model: nn.Module) -> Iterator[None]:
         model.train(was_training)
 
 
+Hook = Callable[[nn.Module, tuple[torch.Tensor, ...], torch.Tensor], None]
+
+
+def forward_with_hooks(model: nn.Module, calibration: Calibration, hooks: Sequence[tuple[nn.Module, Hook]]) -> None:
+    """One forward pass per calibration batch, in eval mode and without gradients, with
+    each forward hook attached to its module for the duration only."""
+    device = next(model.parameters()).device
+    handles = [module.register_forward_hook(hook) for module, hook in hooks]
+    try:
+        with measuring(model), torch.no_grad():
+            for images, _ in calibration:
+                model(images.to(device))
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 def random_drops(model: nn.Module, layers: Sequence[str], prob: float, seed: int) -> dict[str, torch.Tensor]:
     """For each layer, the flat indices of ``round(prob * n)`` of its weights, drawn at random.
 
