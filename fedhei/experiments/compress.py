@@ -460,9 +460,11 @@ def main(args: argparse.Namespace) -> int:
     if any(name not in FEDERATED_SCORERS for name in compared):
         fusion, fusion_clients = _fusion_training(data, base, args, device)
     comparison_recovery = recovery if args.compare_recovery else replace(recovery, epochs=0.0)
-    with tempfile.TemporaryDirectory(prefix="fedhei-compare-") as scratch:
-        scorer_rows = _compare_scorers(compared, personal, calibration, fusion, probs, comparison_recovery, args,
-                                       Path(scratch), model_name)
+    scorer_rows: list[dict[str, Any]] = []
+    if compared:
+        with tempfile.TemporaryDirectory(prefix="fedhei-compare-") as scratch:
+            scorer_rows = _compare_scorers(compared, personal, calibration, fusion, probs, comparison_recovery, args,
+                                           Path(scratch), model_name)
 
     report = {
         "model": model_name,
