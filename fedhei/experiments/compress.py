@@ -253,7 +253,7 @@ def _fusion_training(data: Any, base: Any, args: argparse.Namespace, device: Any
     enough = args.batch_size * args.calibration_batches
     clients = [client for client in range(args.clients)
                if client != own and len(partition.train_indices[client]) >= enough]
-    clients = sorted(clients, key=lambda client: (client - own) % args.clients)[: args.fusion_clients]
+    clients = sorted(clients, key=lambda client: (client - own - 1) % args.clients)[: args.fusion_clients]
     reference = build_scorer("exhaustive", signal=args.signal)
     examples = []
     for client in clients:
