@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from fedhei.cli import main
+from fedhei.method.scoring import SCORER_NAMES
 from fedhei.method.structured import load_structured
 from fedhei.models.checkpoints import save_checkpoint
 from fedhei.models.registry import create_model, linear_layers
@@ -32,7 +33,7 @@ def compress(base: Path, out: Path, *extra: str) -> int:
 def test_compress_compares_hei_with_its_baselines(base: Path, tmp_path: Path) -> None:
     out, models = tmp_path / "results.json", tmp_path / "models"
     assert compress(base, out, "--client", "1", "--prob", "0.3", "--prob", "0.6", "--steps", "2", "--structured",
-                    "--save-models", str(models)) == 0
+                    "--save-models", str(models), "--fusion-clients", "2") == 0
     report = json.loads(out.read_text())
     rows = report["results"]
     assert len(rows) == 2 * 3 * 2 * 2  # probs x role maps x schedules x (masked, structured)
@@ -42,7 +43,8 @@ def test_compress_compares_hei_with_its_baselines(base: Path, tmp_path: Path) ->
     hei_roles = report["scoring"]["roles"]
     assert hei_roles["layers"] == layers and report["scoring"]["scorer"] == "sensing"
     personalized = math.ceil(0.25 * len(layers))
-    assert report["scoring"]["forward-passes"] == (len(layers) // 2 + 1) * 1
+    # sensing's default design measures the 4 blocks and the head, one batch each, after the unperturbed pass
+    assert report["scoring"]["forward-passes"] == (1 + 4 + 1) * 1
     for row in rows:
         assert 0.0 <= row["accuracy-after"] <= 1.0 and 0.0 <= row["accuracy-pruned"] <= 1.0
         assert row["accuracy-before"] == report["personal-accuracy"]
@@ -66,14 +68,35 @@ def test_compress_compares_hei_with_its_baselines(base: Path, tmp_path: Path) ->
     assert sum(param.numel() for param in model.parameters()) == structured[(0.6, "hei", "2-step")]["params-kept"]
 
 
+    # Every scorer beside HEI's, against the exhaustive roles on the same model.
+    compared = {row["scorer"]: row for row in report["scorers"]}
+    assert set(compared) == {*SCORER_NAMES, "random roles"}
+    assert report["fusion-clients"] == [2, 3]
+    exhaustive = compared["exhaustive"]
+    assert exhaustive["agreement-with-exhaustive"] == 1.0 and exhaustive["spearman-with-exhaustive"] == pytest.approx(1.0)
+    assert exhaustive["forward-passes"] == len(layers) + 1 and compared["magnitude"]["forward-passes"] == 0
+    assert compared["fused-forest"]["forward-passes"] == 3 and compared["attention-entropy"]["forward-passes"] == 1
+    for row in compared.values():
+        assert 0.0 <= row["agreement-with-exhaustive"] <= 1.0 and len(row["personalized"]) == personalized
+        assert [entry["prob"] for entry in row["pruning"]] == [0.3, 0.6]
+        for entry in row["pruning"]:
+            # Without --compare-recovery, nothing is fine-tuned after the prune.
+            assert 0.0 <= entry["accuracy-pruned"] == entry["accuracy-after"] <= 1.0
+    hei_one_shot = masked[(0.3, "hei", "one-shot")]["accuracy-pruned"]
+    assert compared["sensing"]["pruning"][0]["accuracy-pruned"] == hei_one_shot
+
+
 def test_compress_on_a_class_subset_with_another_scorer(base: Path, tmp_path: Path) -> None:
     out = tmp_path / "classes.json"
     assert compress(base, out, "--classes", "0,3,5", "--scorer", "fisher", "--role-rule", "relative",
-                    "--role-threshold", "0.5", "--steps", "2", "--no-one-shot") == 0
+                    "--role-threshold", "0.5", "--steps", "2", "--no-one-shot",
+                    "--compare-scorers", "fisher,attention-entropy", "--compare-recovery") == 0
     report = json.loads(out.read_text())
     assert report["user"]["description"] == "classes 0,3,5" and report["user"]["train"] == 300
     assert {row["schedule"] for row in report["results"]} == {"2-step"}
     assert report["scoring"]["scorer"] == "fisher" and report["scoring"]["forward-passes"] == 1
+    assert [row["scorer"] for row in report["scorers"]] == ["fisher", "attention-entropy", "random roles"]
+    assert report["fusion-clients"] == []
 
 
 @pytest.mark.parametrize(
@@ -82,6 +105,8 @@ def test_compress_on_a_class_subset_with_another_scorer(base: Path, tmp_path: Pa
         (["--prob", "1.5"], "--prob"),
         (["--client", "99"], "--client"),
         (["--scorer", "nope"], "unknown scorer"),
+        (["--compare-scorers", "magnitude,nope"], "unknown scorer 'nope'"),
+        (["--compare-scorers", "fused-linear", "--fusion-clients", "0"], "--fusion-clients"),
         (["--role-rule", "median"], "role rule"),
         (["--classes", "4,12"], "--classes"),
     ],

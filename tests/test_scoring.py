@@ -7,9 +7,10 @@ import pytest
 import torch
 from torch import nn
 
+from fedhei import seeding
 from fedhei.errors import FedheiError
 from fedhei.method.roles import GENERIC, PERSONALIZED, RoleMap, classify, random_roles, uniform_roles
-from fedhei.method.scoring import SCORER_NAMES, LayerScores, build_scorer
+from fedhei.method.scoring import SCORER_NAMES, FusionExample, LayerScores, SensingScorer, build_scorer
 from fedhei.method.scoring.perturbation import measurement_count, sensing_matrix
 from fedhei.models.registry import create_model, linear_layers
 
@@ -27,50 +28,104 @@ def calibration() -> list[tuple[torch.Tensor, torch.Tensor]]:
             for _ in range(2)]
 
 
+@pytest.fixture(scope="module")
+def fusion_training(calibration: list) -> list[FusionExample]:
+    """Two other micro ViTs, measured, for the fused scorers to be fitted on."""
+    examples = []
+    for seed in (1, 2):
+        with seeding.torch_seeded(seed, "test-other-model"):
+            other = create_model("vit-micro")
+        examples.append(FusionExample.measure(other, calibration, seed, build_scorer("exhaustive")))
+    return examples
+
+
 class Branches(nn.Module):
     """Logits are the sum of parallel linear branches; only the planted ones carry weight,
-    so the true sensitivity is sparse and known."""
+    so the true sensitivity is sparse and known. With ``per_block``, the branches sit in
+    ``blocks.<b>.<i>`` as a ViT's layers do, so the layer inventory sees blocks."""
 
-    def __init__(self, planted: set[int], count: int = 16, features: int = 24, classes: int = 10) -> None:
+    def __init__(self, planted: set[int], count: int = 16, features: int = 24, classes: int = 10,
+                 per_block: int = 0) -> None:
         super().__init__()
-        generator = torch.Generator().manual_seed(0)
-        self.branches = nn.ModuleList(nn.Linear(features, classes, bias=False) for _ in range(count))
+        generator = seeding.torch_generator(0, "test-branches")
+        branches = [nn.Linear(features, classes, bias=False) for _ in range(count)]
         with torch.no_grad():
-            for index, branch in enumerate(self.branches):
+            for index, branch in enumerate(branches):
                 scale = 1.0 if index in planted else 1e-3
                 branch.weight.copy_(scale * torch.randn(classes, features, generator=generator))
+        if per_block:
+            self.blocks = nn.ModuleList(nn.ModuleList(branches[start:start + per_block])
+                                        for start in range(0, count, per_block))
+        else:
+            self.branches = nn.ModuleList(branches)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return torch.stack([branch(features) for branch in self.branches]).sum(dim=0)
+        return torch.stack([branch(features) for branch in self.modules() if isinstance(branch, nn.Linear)]).sum(dim=0)
 
 
 def planted_calibration(model: nn.Module) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    features = torch.randn(128, 24, generator=torch.Generator().manual_seed(1))
+    features = torch.randn(128, 24, generator=seeding.torch_generator(0, "test-planted-calibration"))
     with torch.no_grad():
         labels = model(features).argmax(dim=1)
     return [(features[:64], labels[:64]), (features[64:], labels[64:])]
 
 
-def test_sensing_recovers_planted_roles_with_half_the_measurements() -> None:
-    model = Branches(planted={2, 9})
+def planted_truth(model: nn.Module) -> tuple[list, int, LayerScores, RoleMap]:
+    """The planted model's calibration, layer count, exhaustive scores and roles (2 personalized)."""
     calibration = planted_calibration(model)
     layers = len(linear_layers(model))
     exhaustive = build_scorer("exhaustive")(model, calibration, seed=0)
-    truth = classify(exhaustive, "top-fraction", 2 / layers)
+    return calibration, layers, exhaustive, classify(exhaustive, "top-fraction", 2 / layers)
+
+
+def test_random_design_recovers_planted_roles_with_half_the_measurements() -> None:
+    model = Branches(planted={2, 9})
+    calibration, layers, exhaustive, truth = planted_truth(model)
     assert truth.personalized() == ["branches.2", "branches.9"]
     for seed in range(3):
-        sensed = build_scorer("sensing", measurements=0.5)(model, calibration, seed=seed)
+        sensed = build_scorer("sensing", measurements=0.5, design="random")(model, calibration, seed=seed)
         measurements = sensed.forward_passes // len(calibration) - 1
         assert measurements <= layers // 2
         assert sensed.forward_passes < exhaustive.forward_passes / 2 + len(calibration)
         assert classify(sensed, "top-fraction", 2 / layers).roles == truth.roles
 
 
+def test_block_design_recovers_planted_roles_with_fewer_passes() -> None:
+    # 4 blocks of 4 branches; the sensitive branches sit in blocks 0 and 2.
+    model = Branches(planted={2, 9}, per_block=4)
+    calibration, layers, exhaustive, truth = planted_truth(model)
+    assert truth.personalized() == ["blocks.0.2", "blocks.2.1"]
+    for seed in range(3):
+        # 4 block measurements, then the two blocks that changed most, layer by layer.
+        sensed = build_scorer("sensing", measurements=12)(model, calibration, seed=seed)
+        assert sensed.forward_passes == (1 + 4 + 4 + 4) * len(calibration) < exhaustive.forward_passes
+        assert classify(sensed, "top-fraction", 2 / layers).roles == truth.roles
+    # With 8 measurements only the block of the larger change is split; the other
+    # block's layers share its change, so its first layer stands in for its sensitive one.
+    sensed = build_scorer("sensing", measurements=8)(model, calibration, seed=0)
+    assert sensed.forward_passes == (1 + 4 + 4) * len(calibration)
+    scores = dict(zip(sensed.layers, sensed.scores, strict=True))
+    split, shared = ("blocks.0", "blocks.2") if scores["blocks.0.2"] > scores["blocks.2.1"] else ("blocks.2", "blocks.0")
+    assert len({scores[f"{shared}.{index}"] for index in range(4)}) == 1
+    assert len({scores[f"{split}.{index}"] for index in range(4)}) == 4
+
+
+def test_block_design_merges_blocks_when_the_budget_is_short(micro: nn.Module, calibration: list) -> None:
+    # vit-micro: 4 blocks and the head, 5 units; 3 measurements merge them into 3 groups.
+    sensed = build_scorer("sensing", measurements=3)(micro, calibration, seed=0)
+    assert sensed.forward_passes == (1 + 3) * len(calibration)
+    groups = [sensed.scores[0:8], sensed.scores[8:16], sensed.scores[16:17]]
+    assert all(len(set(group.tolist())) == 1 for group in groups)
+    assert len({group[0] for group in groups}) == 3
+
+
 @pytest.mark.parametrize("name", SCORER_NAMES)
-def test_scorers_are_seeded_and_leave_the_model_as_it_was(name: str, micro: nn.Module, calibration: list) -> None:
+def test_scorers_are_seeded_and_leave_the_model_as_it_was(
+    name: str, micro: nn.Module, calibration: list, fusion_training: list[FusionExample]
+) -> None:
     before = {key: value.clone() for key, value in micro.state_dict().items()}
     micro.train()
-    scorer = build_scorer(name, measurements=0.5)
+    scorer = build_scorer(name, measurements=0.5, fusion_training=fusion_training)
     first, again = scorer(micro, calibration, seed=3), scorer(micro, calibration, seed=3)
     np.testing.assert_array_equal(first.scores, again.scores)
     assert first.layers == tuple(layer.name for layer in linear_layers(micro))
@@ -89,8 +144,16 @@ def test_perturbation_scorers_depend_on_the_seed(micro: nn.Module, calibration: 
 def test_forward_passes_are_counted(micro: nn.Module, calibration: list) -> None:
     layers, batches = len(linear_layers(micro)), len(calibration)
     assert build_scorer("exhaustive")(micro, calibration, 0).forward_passes == (layers + 1) * batches
-    assert build_scorer("sensing", measurements=0.25)(micro, calibration, 0).forward_passes == (4 + 1) * batches
-    assert build_scorer("sensing", measurements=6)(micro, calibration, 0).forward_passes == (6 + 1) * batches
+    assert build_scorer("sensing", measurements=0.25, design="random")(micro, calibration, 0).forward_passes == (4 + 1) * batches
+    assert build_scorer("sensing", measurements=6, design="random")(micro, calibration, 0).forward_passes == (6 + 1) * batches
+    # signed: complement pairs, two measurements each
+    assert build_scorer("sensing", measurements=6, design="signed")(micro, calibration, 0).forward_passes == (6 + 1) * batches
+    # blocks: the 5 units (4 blocks, the head), then no block fits in 4 more
+    assert build_scorer("sensing", measurements=8)(micro, calibration, 0).forward_passes == (5 + 1) * batches
+    assert build_scorer("sensing", measurements=9)(micro, calibration, 0).forward_passes == (9 + 1) * batches
+    # one batch per measurement, in turn: the unperturbed pass on every batch, then one each
+    rotating = SensingScorer(design="random", measurements=6, rotate_batches=True, level="shared")
+    assert rotating(micro, calibration, 0).forward_passes == batches + 6
     assert build_scorer("fisher")(micro, calibration, 0).forward_passes == batches
     assert build_scorer("activation")(micro, calibration, 0).forward_passes == batches
     assert build_scorer("magnitude")(micro, calibration, 0).forward_passes == 0
@@ -125,6 +188,8 @@ def test_build_scorer_rejects_bad_names_and_settings() -> None:
         build_scorer("sensing", signal="accuracy")
     with pytest.raises(FedheiError, match="solver"):
         build_scorer("sensing", solver="magic")
+    with pytest.raises(FedheiError, match="unknown sensing design 'magic'.*blocks"):
+        build_scorer("sensing", design="magic")
     with pytest.raises(FedheiError, match="prob"):
         build_scorer("exhaustive", prob=1.0)
     with pytest.raises(FedheiError, match="measurements"):

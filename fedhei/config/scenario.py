@@ -20,7 +20,7 @@ from fedhei.data.text import TOPICS_SOURCE, TopicTextSpec
 from fedhei.errors import FedheiError
 from fedhei.federation.wire import Precision
 from fedhei.method.roles import RULES
-from fedhei.method.scoring import build_scorer
+from fedhei.method.scoring import SENSING_DESIGNS, build_scorer, check_federated_scorer
 from fedhei.models.language import tokenizer_for
 from fedhei.models.registry import task_name
 from fedhei.training.device import check_device_name
@@ -32,6 +32,7 @@ from fedhei.training.tasks import LANGUAGE_MODELING
 _CHOICES: dict[str, tuple[str, ...]] = {
     "partition": tuple(kind.value for kind in PartitionKind),
     "role-rule": tuple(RULES),
+    "sensing-design": SENSING_DESIGNS,
     "shared-layers": ("per-client", "consensus"),
     "state-store": ("disk", "context"),
     "export-pruning": ("unstructured", "structured"),
@@ -94,8 +95,9 @@ class Scenario:
     personal_factor: float = 0.5
     scorer: str = "sensing"
     signal: str = "loss"
-    sensing_measurements: float = 0.5
+    sensing_measurements: float = 0.3
     sensing_solver: str = "lasso"
+    sensing_design: str = "blocks"
     calibration_batches: int = 2
     role_rule: str = "top-fraction"
     role_threshold: float = 0.25
@@ -116,6 +118,7 @@ class Scenario:
             value = getattr(self, _attr(key))
             if value not in allowed:
                 raise FedheiError(f"{key} is '{value}'; choose one of: {', '.join(allowed)}")
+        check_federated_scorer(self.scorer)
         positive = ("num-server-rounds", "num-clients", "batch-size", "pruning-steps", "calibration-batches")
         for key in positive:
             if getattr(self, _attr(key)) < 1:
@@ -177,7 +180,7 @@ class Scenario:
         """Build the scorer every client will build, so its settings fail here if they would fail there."""
         try:
             build_scorer(self.scorer, signal=self.signal, prob=self.prob, measurements=self.sensing_measurements,
-                         solver=self.sensing_solver)
+                         solver=self.sensing_solver, design=self.sensing_design)
         except FedheiError as error:
             if "prob" not in str(error):
                 raise

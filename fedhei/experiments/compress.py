@@ -4,7 +4,10 @@ Fine-tunes the base model on one user's data, scores and classifies its layers,
 then prunes it at each ``prob`` with HEI's roles, with random roles (as many
 personalized layers as HEI found) and with uniform magnitude pruning at the same
 fraction of linear weights, one-shot and step-buffered, each followed by the same
-fine-tuning budget. Prints a table and writes every figure to a JSON file.
+fine-tuning budget. Beside it, every other scorer (the single signals, the fused
+ones fitted on other clients, HEI's) is compared on the same model: forward
+passes, agreement of its roles with the exhaustive roles, and accuracy right
+after pruning with its roles. Prints two tables and writes every figure to a JSON file.
 
 Heavy imports live inside the functions: the parser is built for every command.
 """
@@ -12,7 +15,7 @@ Heavy imports live inside the functions: the parser is built for every command.
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -58,11 +61,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     method = parser.add_argument_group("scoring and roles")
     method.add_argument("--scorer", default="sensing", help="layer scorer (sensing, exhaustive, magnitude, ...)")
     method.add_argument("--signal", default="loss", help="what a perturbation is measured on: loss or entropy")
-    method.add_argument("--measurements", type=float, default=0.5, help="sensing: fraction of the layer count, or a count")
-    method.add_argument("--solver", default="lasso", help="sensing: sparse recovery, lasso or omp")
+    method.add_argument("--measurements", type=float, default=0.3,
+                        help="sensing: budget, a fraction of the layer count or a count")
+    method.add_argument("--design", default="blocks", help="sensing: blocks, random (the first design) or signed")
+    method.add_argument("--solver", default="lasso", help="sensing, random and signed designs: lasso or omp")
     method.add_argument("--calibration-batches", type=int, default=2, help="batches of the user's data per measurement")
     method.add_argument("--role-rule", default="top-fraction", help="absolute, relative or top-fraction")
     method.add_argument("--role-threshold", type=float, default=0.25)
+
+    compare = parser.add_argument_group("scorer comparison")
+    compare.add_argument("--compare-scorers", default="all",
+                         help="scorers to compare with the exhaustive roles, comma separated; 'all' or 'none'")
+    compare.add_argument("--fusion-clients", type=int, default=4,
+                         help="fused scorers are fitted on this many other clients of the partition")
+    compare.add_argument("--compare-recovery", action="store_true",
+                         help="also fine-tune each compared scorer's pruned model with the recovery budget")
 
     pruning = parser.add_argument_group("pruning")
     pruning.add_argument("--prob", type=_csv_floats, action="append",
@@ -128,7 +141,24 @@ def _validate(args: argparse.Namespace) -> list[float]:
         raise FedheiError("--finetune-epochs and --recovery-epochs must be >= 0")
     if args.batch_size < 1 or args.max_train < 0:
         raise FedheiError("--batch-size must be >= 1 and --max-train >= 0")
+    _compared_scorers(args)
     return sorted(set(probs))
+
+
+def _compared_scorers(args: argparse.Namespace) -> list[str]:
+    from fedhei.errors import FedheiError
+    from fedhei.method.scoring import FEDERATED_SCORERS, SCORER_NAMES
+
+    if args.compare_scorers == "none":
+        return []
+    names = list(SCORER_NAMES) if args.compare_scorers == "all" else [
+        name.strip() for name in args.compare_scorers.split(",") if name.strip()]
+    unknown = [name for name in names if name not in SCORER_NAMES]
+    if unknown:
+        raise FedheiError(f"unknown scorer '{unknown[0]}' in --compare-scorers; choose from: {', '.join(SCORER_NAMES)}")
+    if any(name not in FEDERATED_SCORERS for name in names) and args.fusion_clients < 1:
+        raise FedheiError(f"--fusion-clients is {args.fusion_clients}; the fused scorers need at least 1 other client")
+    return names
 
 
 @dataclass(frozen=True)
@@ -140,11 +170,21 @@ class UserData:
     description: str
 
 
+def _partition(data: Any, args: argparse.Namespace) -> Any:
+    from fedhei.data.partition import PartitionKind, PartitionSpec, make_partition
+
+    spec = PartitionSpec(kind=PartitionKind(args.partition), num_clients=args.clients, alpha=args.alpha,
+                         classes_per_client=args.classes_per_client, public_fraction=args.public_fraction,
+                         seed=args.seed)
+    return make_partition(data.train.labels, data.test.labels, spec)
+
+
 def _user_data(data: Any, args: argparse.Namespace) -> UserData:
     """The user's training and test indices: a client of a partition, or a class subset."""
     import numpy as np
 
-    from fedhei.data.partition import PartitionKind, PartitionSpec, make_partition, public_slice
+    from fedhei import seeding
+    from fedhei.data.partition import public_slice
     from fedhei.errors import FedheiError
 
     if args.classes is not None:
@@ -156,17 +196,14 @@ def _user_data(data: Any, args: argparse.Namespace) -> UserData:
         test = np.flatnonzero(np.isin(data.test.labels, classes))
         description = f"classes {','.join(map(str, classes))}"
     else:
-        spec = PartitionSpec(kind=PartitionKind(args.partition), num_clients=args.clients, alpha=args.alpha,
-                             classes_per_client=args.classes_per_client, public_fraction=args.public_fraction,
-                             seed=args.seed)
         if not 0 <= args.client < args.clients:
             raise FedheiError(f"--client is {args.client}; the partition has clients 0..{args.clients - 1}")
-        partition = make_partition(data.train.labels, data.test.labels, spec)
+        partition = _partition(data, args)
         train, test = partition.train_indices[args.client], partition.test_indices[args.client]
         detail = f"dirichlet, alpha {args.alpha:g}" if args.partition == "dirichlet" else args.partition
         description = f"client {args.client} of {args.clients} ({detail})"
     if args.max_train and len(train) > args.max_train:
-        train = np.sort(np.random.default_rng([args.seed, 3]).choice(train, size=args.max_train, replace=False))
+        train = np.sort(seeding.rng(args.seed, "compress-max-train").choice(train, size=args.max_train, replace=False))
     if len(train) == 0 or len(test) == 0:
         raise FedheiError(f"the user ({description}) has {len(train)} training and {len(test)} test images; "
                           "choose another client or more classes")
@@ -183,6 +220,91 @@ def _base_model(data: Any, args: argparse.Namespace) -> tuple[Any, str]:
         return load_checkpoint(args.base, name), name
     spec = PretrainSpec(model=args.model, epochs=args.pretrain_epochs, public_fraction=args.public_fraction, seed=args.seed)
     return base_model(data, spec, device=args.device), args.model
+
+
+def _personalize(base: Any, train_data: Any, args: argparse.Namespace, device: Any) -> Any:
+    """A copy of the base fine-tuned on one user's data, as every user here is."""
+    import copy
+
+    from fedhei.training.loops import TrainSettings, train
+
+    personal = copy.deepcopy(base)
+    if args.finetune_epochs > 0:
+        settings = TrainSettings(epochs=args.finetune_epochs, batch_size=args.batch_size, lr=args.lr)
+        train(personal, train_data, settings, seed=args.seed, device=device)
+    return personal
+
+
+def _calibration(train_data: Any, args: argparse.Namespace) -> list[Any]:
+    from itertools import islice
+
+    return list(islice(train_data.batches(args.batch_size, shuffle=True, seed=args.seed), args.calibration_batches))
+
+
+def _fusion_training(data: Any, base: Any, args: argparse.Namespace, device: Any) -> tuple[list[Any], list[int]]:
+    """What the fused scorers are fitted on: the next clients of the partition whose shards
+    fill the calibration batches, each personalized and calibrated as the user is, with
+    their features and exhaustive scores."""
+    from fedhei.method.scoring import FusionExample, build_scorer
+    from fedhei.training.loops import batches_for
+
+    partition = _partition(data, args)
+    own = args.client if args.classes is None else -1
+    enough = args.batch_size * args.calibration_batches
+    clients = [client for client in range(args.clients)
+               if client != own and len(partition.train_indices[client]) >= enough]
+    clients = sorted(clients, key=lambda client: (client - own - 1) % args.clients)[: args.fusion_clients]
+    reference = build_scorer("exhaustive", signal=args.signal)
+    examples = []
+    for client in clients:
+        train_data = batches_for(base, data.train, partition.train_indices[client])
+        personal = _personalize(base, train_data, args, device)
+        examples.append(FusionExample.measure(personal, _calibration(train_data, args), args.seed, reference))
+    return examples, clients
+
+
+def _compare_scorers(names: list[str], personal: Any, calibration: list[Any], fusion: list[Any], probs: list[float],
+                     recovery: _Recovery, args: argparse.Namespace, scratch: Path, model_name: str) -> list[dict[str, Any]]:
+    """Each scorer on the user's model: its cost, its roles against the exhaustive roles,
+    and the accuracy right after one-shot masked pruning with its roles (and after
+    recovery when asked)."""
+    import time
+
+    import numpy as np
+    from scipy.stats import spearmanr
+
+    from fedhei.method.pruning import layer_ratios
+    from fedhei.method.roles import agreement, classify, random_roles
+    from fedhei.method.scoring import build_scorer
+
+    reference = build_scorer("exhaustive", signal=args.signal)(personal, calibration, args.seed)
+    reference_roles = classify(reference, args.role_rule, args.role_threshold)
+    compared = []
+    for name in names:
+        started = time.perf_counter()
+        scorer = build_scorer(name, signal=args.signal, measurements=args.measurements, solver=args.solver,
+                              design=args.design, fusion_training=fusion)
+        scores = scorer(personal, calibration, args.seed)
+        compared.append((name, scores.forward_passes, time.perf_counter() - started,
+                         classify(scores, args.role_rule, args.role_threshold), scores.scores))
+    layers = reference.layers
+    chance = random_roles(layers, len(reference_roles.personalized()), args.seed)
+    compared.append(("random roles", 0, 0.0, chance, np.zeros(len(layers))))
+    rows = []
+    for name, passes, seconds, roles, scores in compared:
+        pruning = []
+        for prob in probs:
+            config = Config(prob, name, 1, structured=False)
+            ratios = layer_ratios(roles, prob, args.personal_factor)
+            model, _, pruned = _prune(config, personal, ratios, recovery, scratch / f"{config.key}.safetensors",
+                                      model_name)
+            pruning.append({"prob": prob, "accuracy-pruned": pruned, "accuracy-after": recovery.accuracy(model)})
+        rho = spearmanr(scores, reference.scores).statistic if np.ptp(scores) > 0 else float("nan")
+        rows.append({"scorer": name, "forward-passes": passes, "seconds": seconds,
+                     "agreement-with-exhaustive": agreement(roles, reference_roles),
+                     "spearman-with-exhaustive": None if np.isnan(rho) else float(rho),
+                     "personalized": roles.personalized(), "pruning": pruning})
+    return rows
 
 
 def _matched_uniform_prob(model: Any, ratios: dict[str, float]) -> float:
@@ -214,13 +336,15 @@ class _Recovery:
         return evaluate(model, self.test_data, device=self.device)["accuracy"]
 
     def run(self, model: Any, masks: dict[str, Any] | None, step: int, steps: int, record: list[float]) -> None:
+        from fedhei import seeding
         from fedhei.training.loops import TrainSettings, train
 
         if step == steps:
             record.append(self.accuracy(model))
         if self.epochs > 0:
             settings = TrainSettings(epochs=self.epochs / steps, batch_size=self.batch_size, lr=self.lr)
-            train(model, self.train_data, settings, masks=masks, seed=self.seed + step, device=self.device)
+            seed = seeding.seed_for(self.seed, "compress-recovery", step)
+            train(model, self.train_data, settings, masks=masks, seed=seed, device=self.device)
 
 
 def _prune(config: Config, personal: Any, ratios: dict[str, float], recovery: _Recovery, path: Path,
@@ -252,23 +376,23 @@ def _prune(config: Config, personal: Any, ratios: dict[str, float], recovery: _R
 
 
 def main(args: argparse.Namespace) -> int:
-    import copy
     import tempfile
     import time
-    from itertools import islice
 
     from fedhei import atomic
     from fedhei.data.cifar10 import load_cifar10
     from fedhei.method.pruning import compression, layer_ratios
     from fedhei.method.roles import classify, random_roles, uniform_roles
-    from fedhei.method.scoring import build_scorer
+    from fedhei.method.scoring import FEDERATED_SCORERS, build_scorer
     from fedhei.models.registry import count_parameters
     from fedhei.reporting.progress import progress_bar
     from fedhei.training.device import pick_device
-    from fedhei.training.loops import TrainSettings, batches_for, evaluate, train
+    from fedhei.training.loops import batches_for, evaluate
 
     probs = _validate(args)
-    scorer = build_scorer(args.scorer, signal=args.signal, measurements=args.measurements, solver=args.solver)
+    scorer = build_scorer(args.scorer, signal=args.signal, measurements=args.measurements, solver=args.solver,
+                          design=args.design)
+    compared = _compared_scorers(args)
     data = load_cifar10(args.data or None)
     user = _user_data(data, args)
     device = pick_device(args.device)
@@ -279,13 +403,10 @@ def main(args: argparse.Namespace) -> int:
     recovery = _Recovery(train_data, test_data, device, args.recovery_epochs, args.batch_size, args.lr, args.seed)
 
     base_accuracy = evaluate(base, test_data, device=device)["accuracy"]
-    personal = copy.deepcopy(base)
-    if args.finetune_epochs > 0:
-        settings = TrainSettings(epochs=args.finetune_epochs, batch_size=args.batch_size, lr=args.lr)
-        train(personal, train_data, settings, seed=args.seed, device=device)
+    personal = _personalize(base, train_data, args, device)
     personal_accuracy = recovery.accuracy(personal)
 
-    calibration = list(islice(train_data.batches(args.batch_size, shuffle=True, seed=args.seed), args.calibration_batches))
+    calibration = _calibration(train_data, args)
     started = time.perf_counter()
     scores = scorer(personal, calibration, args.seed)
     scoring_seconds = time.perf_counter() - started
@@ -335,6 +456,17 @@ def main(args: argparse.Namespace) -> int:
             })
             bar.advance(task)
 
+    fusion: list[Any] = []
+    fusion_clients: list[int] = []
+    if any(name not in FEDERATED_SCORERS for name in compared):
+        fusion, fusion_clients = _fusion_training(data, base, args, device)
+    comparison_recovery = recovery if args.compare_recovery else replace(recovery, epochs=0.0)
+    scorer_rows: list[dict[str, Any]] = []
+    if compared:
+        with tempfile.TemporaryDirectory(prefix="fedhei-compare-") as scratch:
+            scorer_rows = _compare_scorers(compared, personal, calibration, fusion, probs, comparison_recovery, args,
+                                           Path(scratch), model_name)
+
     report = {
         "model": model_name,
         "data": data.source,
@@ -346,9 +478,13 @@ def main(args: argparse.Namespace) -> int:
         "scoring": {"scorer": scores.scorer, "forward-passes": scores.forward_passes, "seconds": scoring_seconds,
                     "roles": hei.to_dict()},
         "results": rows,
+        "scorers": scorer_rows,
+        "fusion-clients": fusion_clients,
     }
     atomic.write_json(args.out, report)
     _print_table(report, args.out)
+    if scorer_rows:
+        _print_scorer_table(report, args)
     return 0
 
 
@@ -375,4 +511,30 @@ def _print_table(report: dict[str, Any], out: Path) -> None:
                      f"{report['personal-accuracy']:.4f}; {scoring['scorer']} scoring: {scoring['forward-passes']} "
                      f"forward passes, personalized: {', '.join(personalized) or 'none'}; "
                      f"uniform is matched to HEI's fraction of linear weights; results: {out}")
+    stdout.print(table)
+
+
+def _print_scorer_table(report: dict[str, Any], args: argparse.Namespace) -> None:
+    from rich.table import Table
+
+    from fedhei.reporting.tables import stdout
+
+    rows = report["scorers"]
+    probs = [entry["prob"] for entry in rows[0]["pruning"]]
+    after = "after recovery" if args.compare_recovery else "right after one-shot pruning"
+    table = Table(title=f"scorers against the exhaustive roles ({args.role_rule} {args.role_threshold:g}), "
+                        f"and accuracy {after}")
+    for column in ("scorer", "forward passes", "seconds", "role agreement", "Spearman",
+                   *(f"acc p{prob:g}" for prob in probs)):
+        table.add_column(column, justify="left" if column == "scorer" else "right")
+    for row in rows:
+        rho = row["spearman-with-exhaustive"]
+        key = "accuracy-after" if args.compare_recovery else "accuracy-pruned"
+        table.add_row(row["scorer"], str(row["forward-passes"]), f"{row['seconds']:.1f}",
+                      f"{row['agreement-with-exhaustive']:.3f}", "-" if rho is None else f"{rho:.3f}",
+                      *(f"{entry[key]:.4f}" for entry in row["pruning"]))
+    fitted = ", ".join(map(str, report["fusion-clients"]))
+    table.caption = (f"one-shot masked pruning at each prob (personalized layers at prob x {args.personal_factor:g}); "
+                     f"before pruning {report['personal-accuracy']:.4f}"
+                     + (f"; fused scorers fitted on clients {fitted}" if fitted else ""))
     stdout.print(table)

@@ -146,6 +146,7 @@ def _roles(job: ClientJob, model: nn.Module, data: ClientData, state: ClientStat
         prob=scenario.prob,
         measurements=scenario.sensing_measurements,
         solver=scenario.sensing_solver,
+        design=scenario.sensing_design,
     )
     calibration = list(islice(data.train.batches(scenario.batch_size, shuffle=True, seed=job.seed), scenario.calibration_batches))
     scores = scorer(model, calibration, seed=job.seed)

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from fedhei import seeding
 from fedhei.errors import FedheiError
 from fedhei.method.scoring.base import LayerScores
 
@@ -122,10 +123,15 @@ def random_roles(layers: Sequence[str], personalized_count: int, seed: int) -> R
     if not 0 <= personalized_count <= len(layers):
         raise FedheiError(f"cannot personalize {personalized_count} of {len(layers)} layers")
     chosen = np.zeros(len(layers), dtype=bool)
-    chosen[np.random.default_rng([seed, 7]).choice(len(layers), size=personalized_count, replace=False)] = True
+    chosen[seeding.rng(seed, "random-roles").choice(len(layers), size=personalized_count, replace=False)] = True
     return _role_map(layers, [0.0] * len(layers), "random", personalized_count / max(1, len(layers)), chosen)
 
 
 def uniform_roles(layers: Sequence[str]) -> RoleMap:
     """Every layer generic: uniform pruning with no roles at all."""
     return _role_map(layers, [0.0] * len(layers), "uniform", 0.0, np.zeros(len(layers), dtype=bool))
+
+
+def agreement(ours: RoleMap, reference: RoleMap) -> float:
+    """Fraction of the reference's layers that ``ours`` gives the same role."""
+    return float(np.mean([ours.roles[layer] == reference.roles[layer] for layer in reference.layers]))

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
-from fedhei.method.scoring.base import Calibration, LayerScores, check_calibration, linear_modules, measuring
+from fedhei.method.scoring.base import Calibration, Hook, LayerScores, check_calibration, forward_with_hooks, linear_modules
 
 
 @dataclass(frozen=True)
@@ -22,22 +21,14 @@ class ActivationScorer:
     def __call__(self, model: nn.Module, calibration: Calibration, seed: int) -> LayerScores:
         check_calibration(calibration)
         modules = linear_modules(model)
-        device = next(model.parameters()).device
         totals = dict.fromkeys(modules, 0.0)
 
-        def recorder(name: str) -> Callable[[nn.Module, tuple[torch.Tensor, ...], torch.Tensor], None]:
+        def recorder(name: str) -> Hook:
             def record(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
                 totals[name] += output.detach().pow(2).mean().item()
 
             return record
 
-        handles = [module.register_forward_hook(recorder(name)) for name, module in modules.items()]
-        try:
-            with measuring(model), torch.no_grad():
-                for images, _ in calibration:
-                    model(images.to(device))
-        finally:
-            for handle in handles:
-                handle.remove()
+        forward_with_hooks(model, calibration, [(module, recorder(name)) for name, module in modules.items()])
         scores = np.asarray(list(totals.values())) / len(calibration)
         return LayerScores(tuple(modules), scores, len(calibration), self.name)

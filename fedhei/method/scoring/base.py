@@ -95,6 +95,23 @@ def measuring(model: nn.Module) -> Iterator[None]:
         model.train(was_training)
 
 
+Hook = Callable[[nn.Module, tuple[torch.Tensor, ...], torch.Tensor], None]
+
+
+def forward_with_hooks(model: nn.Module, calibration: Calibration, hooks: Sequence[tuple[nn.Module, Hook]]) -> None:
+    """One forward pass per calibration batch, in eval mode and without gradients, with
+    each forward hook attached to its module for the duration only."""
+    device = next(model.parameters()).device
+    handles = [module.register_forward_hook(hook) for module, hook in hooks]
+    try:
+        with measuring(model), torch.no_grad():
+            for images, _ in calibration:
+                model(images.to(device))
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 def random_drops(model: nn.Module, layers: Sequence[str], prob: float, seed: int) -> dict[str, torch.Tensor]:
     """For each layer, the flat indices of ``round(prob * n)`` of its weights, drawn at random.
 
@@ -107,7 +124,7 @@ def random_drops(model: nn.Module, layers: Sequence[str], prob: float, seed: int
     drops = {}
     for index, name in enumerate(layers):
         count = modules[name].weight.numel()
-        generator = seeding.torch_generator(seed, "random-drops", index)
+        generator = seeding.torch_generator(seed, "perturbation-drops", index)
         drops[name] = torch.randperm(count, generator=generator)[: round(prob * count)]
     return drops
 
