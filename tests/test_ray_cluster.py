@@ -8,7 +8,9 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -20,6 +22,18 @@ from fedhei.experiments.run import run_scenario
 from fedhei.processes import process_tree, running, stop
 
 RAY = shutil.which("ray", path=str(Path(sys.executable).parent))
+CURRENT_CLUSTER = Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster"
+
+
+@pytest.fixture
+def ray_current_cluster_restored() -> Iterator[None]:
+    """`ray start` records its head as the machine's current cluster; put back what was there."""
+    before = CURRENT_CLUSTER.read_bytes() if CURRENT_CLUSTER.exists() else None
+    yield
+    if before is None:
+        CURRENT_CLUSTER.unlink(missing_ok=True)
+    else:
+        CURRENT_CLUSTER.write_bytes(before)
 
 
 def _wait_for_port(port: int, head: subprocess.Popen[bytes], timeout: float = 180.0) -> None:
@@ -34,6 +48,7 @@ def _wait_for_port(port: int, head: subprocess.Popen[bytes], timeout: float = 18
 
 
 @pytest.mark.cluster
+@pytest.mark.usefixtures("ray_current_cluster_restored")
 @pytest.mark.skipif(RAY is None, reason="the ray command is not installed beside this Python")
 def test_a_scenario_runs_on_an_existing_ray_cluster_and_the_head_is_stopped(tmp_path: Path) -> None:
     (port,) = free_ports(1)

@@ -44,14 +44,16 @@ def backend_config(scenario: Scenario, verbose: bool) -> dict[str, Any]:
 
     A client gets a GPU share only when the run uses the GPU: with device "auto" and no
     share, Ray hides the GPU from the clients and they run on the CPU. With ``ray-address``
-    the simulation joins that cluster (Ray's own ``address`` argument) instead of starting one.
+    the simulation joins that cluster (Ray's own ``address`` argument); without it Ray is told
+    "local", so a cluster left behind by an earlier ``ray start`` (Ray would join the newest one
+    it finds) never captures a run meant for this machine.
     """
     gpus = scenario.client_num_gpus if pick_device(scenario.device).type == "cuda" else 0.0
     init_args: dict[str, Any] = {"logging_level": logging.INFO if verbose else logging.ERROR, "log_to_driver": verbose}
     if scenario.ray_address:
         init_args["address"] = scenario.ray_address
     else:
-        init_args["include_dashboard"] = False
+        init_args.update(address="local", include_dashboard=False)
     return {"client_resources": {"num_cpus": scenario.client_num_cpus, "num_gpus": gpus}, "init_args": init_args}
 
 
