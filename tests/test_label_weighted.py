@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
 
 from fedhei import seeding
+from fedhei.config.scenario import Scenario
 from fedhei.data.cifar10 import make_synthetic
+from fedhei.federation.client_round import ClientJob, evaluate_round
+from fedhei.federation.export import finalize
+from fedhei.federation.policy import ClientPolicy, Pruning, Sharing
 from fedhei.models.registry import create_model
 from fedhei.training.label_weighted import label_weighted_accuracy
 from fedhei.training.loops import TrainSettings, batches_for, train
@@ -57,3 +63,31 @@ def test_a_client_holding_every_class_equally_gets_the_class_balanced_accuracy(t
     result = label_weighted_accuracy(model, data.test, np.arange(100) % 10)
     assert result.images == len(data.test)
     assert result.accuracy == pytest.approx(np.mean(list(result.per_class.values())))
+
+
+SCENARIO = Scenario(data_source="synthetic", model="vit-micro", num_clients=3, dirichlet_alpha=1.0, local_epochs=0.1,
+                    batch_size=32, calibration_batches=1, scorer="magnitude")
+
+
+@pytest.fixture(scope="module")
+def base_arrays() -> dict[str, np.ndarray]:
+    with seeding.torch_seeded(0, "test-model"):
+        return {name: value.detach().numpy().copy() for name, value in create_model("vit-micro").named_parameters()}
+
+
+def _job(weighted_eval: str) -> ClientJob:
+    return ClientJob(SCENARIO.replace(weighted_eval=weighted_eval), ClientPolicy(Sharing.GENERIC, Pruning.ROLES), 1, 1)
+
+
+def test_per_round_evaluation_stays_on_the_sampled_split_unless_every_round_is_asked(base_arrays) -> None:
+    assert "accuracy-weighted" not in evaluate_round(_job("final"), base_arrays, None)
+    assert {"accuracy", "accuracy-weighted"} <= set(evaluate_round(_job("every-round"), base_arrays, None))
+
+
+@pytest.mark.parametrize(("setting", "weighted"), [("final", True), ("off", False)])
+def test_the_final_export_keeps_both_figures_unless_weighted_eval_is_off(tmp_path, base_arrays, setting: str,
+                                                                          weighted: bool) -> None:
+    metrics = finalize(_job(setting), base_arrays, None, tmp_path)
+    manifest = json.loads((tmp_path / "clients" / "1" / "manifest.json").read_text())
+    assert "accuracy" in metrics and "accuracy" in manifest
+    assert ("accuracy-weighted" in metrics) is ("accuracy-weighted" in manifest) is weighted

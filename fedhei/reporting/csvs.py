@@ -48,16 +48,18 @@ def round_rows(payload: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 
 def client_rows(payload: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Every client's final model: its figures, its failure if the export failed, its training labels."""
+    """Every client's final model: its figures, its failure if the export failed, its training labels
+    (where results.json has the partition: files written before it did lack it)."""
     finals = {int(row["client-id"]): row for row in payload["clients"]}
-    classes = payload["partition"]["classes"]
-    counts = payload["partition"]["label-counts"]
+    partition = payload.get("partition") or {"classes": [], "label-counts": []}
     rows = []
     for client in range(int(payload["scenario"]["num-clients"])):
         row: dict[str, Any] = {**_identity(payload), "client": client}
         row.update({key: value for key, value in finals.get(client, {}).items() if key not in ("client", "client-id")})
         row["failures"] = _failures(f for f in payload["export-failures"] if f["client"] == client)
-        row.update({f"train-{name}": count for name, count in zip(classes, counts[client], strict=True)})
+        if partition["label-counts"]:
+            row.update({f"train-{name}": count for name, count in zip(partition["classes"], partition["label-counts"][client],
+                                                                     strict=True)})
         rows.append(row)
     return rows
 

@@ -267,9 +267,10 @@ def label_distribution(runs: Sequence[Run], directory: Path, colours: dict) -> D
 FIGURES: tuple[tuple[str, Callable[[Sequence[Run], Path, dict], Drawn | None], str], ...] = (
     ("accuracy per round", accuracy_per_round, "no round was completed"),
     ("final accuracy", final_accuracy, "no client has a final accuracy"),
-    ("layer roles", layer_roles, "no strategy here assigns layer roles, or the clients' manifests are not in the run "
-                                 "directory (clients on other machines keep them)"),
-    ("pruned fraction per layer", layer_pruned, "the clients' manifests are not in the run directory"),
+    ("layer roles", layer_roles, "no strategy here assigns layer roles, or no client manifest in the run directory "
+                                 "holds them (clients on other machines keep their own)"),
+    ("pruned fraction per layer", layer_pruned, "no client manifest in the run directory holds per-layer pruned "
+                                                "fractions (clients on other machines keep their own)"),
     ("compression against accuracy", compression_accuracy, "no client has a final accuracy"),
     ("bytes per round", bytes_per_round, "no round was completed"),
     ("label distribution", label_distribution, "results.json holds no partition"),

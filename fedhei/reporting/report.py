@@ -79,6 +79,7 @@ def report_command(paths: Sequence[Path], out: Path | None, references: Sequence
     """``fedhei report``: one run's report, or a comparison of every run found under ``paths``."""
     runs = find_runs(paths)
     if len(runs) == 1 and out is None:
+        write_run_csvs(runs[0].path, [runs[0].payload])
         return write_run_report(runs[0])
     if out is None:
         if len(paths) > 1:

@@ -153,8 +153,8 @@ def render_report(payload: Mapping[str, Any]) -> str:
         f"# {scenario['name']}: {payload['strategy']}",
         "",
         f"{scenario['num-clients']} clients ({scenario['partition']}), {scenario['num-server-rounds']} rounds, "
-        f"model {scenario['model']}, prob {scenario['prob']}, seed {scenario['seed']} (base model and public slice: "
-        f"seed {payload['partition']['public-seed']}).",
+        f"model {scenario['model']}, prob {scenario['prob']}, seed {scenario['seed']}"
+        + (f" (base model and public slice: seed {payload['partition']['public-seed']})." if "partition" in payload else "."),
         "",
     ]
     if payload["status"] != COMPLETE:
