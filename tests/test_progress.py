@@ -19,6 +19,13 @@ def _record() -> RoundLog:
     return record
 
 
+def _play_round(observer) -> None:
+    """Round 1 of 2: three clients sampled, one answers, the round ends."""
+    observer.round_started(1, 2, 3)
+    observer.reply_received()
+    observer.round_finished(_record(), 2, 1.5)
+
+
 @pytest.fixture
 def screen(monkeypatch: pytest.MonkeyPatch):
     def make(terminal: bool) -> io.StringIO:
@@ -62,18 +69,14 @@ def test_a_batch_shows_its_runs_and_the_next_run_replaces_the_last_ones_bar(scre
 def test_elsewhere_one_plain_line_per_round_and_nothing_when_quiet(screen) -> None:
     buffer = screen(terminal=False)
     with ProgressDisplay(runs=1) as display:
-        observer = display.observer("fedhei")
-        assert isinstance(observer, RoundLines)
-        observer.round_started(1, 2, 3)
-        observer.reply_received()
-        observer.round_finished(_record(), 2, 1.5)
+        assert isinstance(display.observer("fedhei"), RoundLines)
+        _play_round(display.observer("fedhei"))
     assert buffer.getvalue().splitlines() == [
         "fedhei round 1/2: 2/3 updates, 1 failed (crash 1), mean client acc 50.0% on 4 clients' test splits, up 2.00 KB, "
         "down 4.00 KB, 1.5 s"]
     quiet = screen(terminal=True)
     with ProgressDisplay(runs=1, quiet=True) as display:
         observer = display.observer("fedhei")
-        observer.round_started(1, 2, 3)
-        observer.round_finished(_record(), 2, 1.5)
+        _play_round(observer)
         observer.export_started(4)
     assert quiet.getvalue() == ""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -72,3 +73,22 @@ def test_a_base_per_seed_follows_each_seed_in_its_slice_and_pre_training() -> No
     for split in splits.values():
         assert not np.isin(np.concatenate(split.train_indices), split.public_indices).any()
     assert [scenario.for_seed(seed).pretrain_spec().seed for seed in (0, 1)] == [0, 1]
+
+
+def test_continuing_keeps_complete_runs_resumes_checkpointed_ones_and_starts_the_rest(tmp_path: Path) -> None:
+    from fedhei.experiments.run import plan_runs
+    from strategies.checkpoint import CHECKPOINT_FILE
+
+    scenario = Scenario(seeds="0,1,2", **SMALL)
+    runs = seed_runs(scenario, tmp_path)
+    (done, done_dir), (killed, killed_dir), (_, fresh_dir) = runs
+    done_dir.mkdir()
+    (done_dir / "results.json").write_text(json.dumps({"status": "complete", "scenario": done.to_mapping()}))
+    killed_dir.mkdir()
+    (killed_dir / CHECKPOINT_FILE).write_bytes(b"")
+    planned = plan_runs(runs, continuing=True)
+    assert [(run.run_dir, run.resume) for run in planned] == [(killed_dir, True), (fresh_dir, False)]
+    assert [(run.run_dir, run.resume) for run in plan_runs(runs, continuing=False)] == [(d, False) for _, d in runs]
+    (done_dir / "results.json").write_text(json.dumps({"status": "complete", "scenario": done.replace(prob=0.3).to_mapping()}))
+    with pytest.raises(FedheiError, match="complete run with other settings"):
+        plan_runs(runs, continuing=True)

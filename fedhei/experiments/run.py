@@ -222,7 +222,7 @@ def fedavg_upload_per_round(scenario: Scenario) -> float:
     return float(per_client * max(1, round(scenario.num_clients * scenario.fraction_train)))
 
 
-def _plan(pairs: Sequence[tuple[Scenario, Path]], continuing: bool) -> list[PlannedRun]:
+def plan_runs(pairs: Sequence[tuple[Scenario, Path]], continuing: bool) -> list[PlannedRun]:
     """The runs still to do. Continuing, a complete run is kept (if it had the same settings), one with a
     checkpoint resumes from it, and the rest start afresh."""
     from strategies.checkpoint import CHECKPOINT_FILE
@@ -242,7 +242,7 @@ def _plan(pairs: Sequence[tuple[Scenario, Path]], continuing: bool) -> list[Plan
 def _run_and_compare(pairs: Sequence[tuple[Scenario, Path]], out: Path, continuing: bool, verbose: bool, quiet: bool,
                      bench: bool) -> str:
     """Run what is left of ``pairs``, then write the comparison of every run that has results (even if some failed)."""
-    planned = _plan(pairs, continuing)
+    planned = plan_runs(pairs, continuing)
     try:
         if planned:
             run_batch(planned, verbose=verbose, quiet=quiet)
