@@ -13,6 +13,8 @@ from fedhei.data.cifar10 import make_synthetic
 from fedhei.data.partition import make_partition
 from fedhei.errors import FedheiError
 from fedhei.experiments.layout import seed_runs
+from fedhei.experiments.run import plan_runs
+from strategies.checkpoint import CHECKPOINT_FILE
 
 SMALL = dict(data_source="synthetic", model="vit-micro", num_clients=5, dirichlet_alpha=0.5)
 
@@ -76,9 +78,6 @@ def test_a_base_per_seed_follows_each_seed_in_its_slice_and_pre_training() -> No
 
 
 def test_continuing_keeps_complete_runs_resumes_checkpointed_ones_and_starts_the_rest(tmp_path: Path) -> None:
-    from fedhei.experiments.run import plan_runs
-    from strategies.checkpoint import CHECKPOINT_FILE
-
     scenario = Scenario(seeds="0,1,2", **SMALL)
     runs = seed_runs(scenario, tmp_path)
     (done, done_dir), (killed, killed_dir), (_, fresh_dir) = runs
