@@ -158,9 +158,10 @@ def _report_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _report(args: argparse.Namespace) -> int:
+    from fedhei.config.scenario import Scenario
     from fedhei.reporting.report import report_command
 
-    references = None if args.compare_to is None else [name.strip() for name in args.compare_to.split(",") if name.strip()]
+    references = None if args.compare_to is None else Scenario(compare_to=args.compare_to).references()
     print(f"report: {report_command(args.runs, args.out, references)}")
     return 0
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from fedhei import atomic
+from fedhei.config.scenario import Scenario
 from fedhei.errors import FedheiError
 from fedhei.reporting.comparison import Run, by_strategy, comparison_tables, find_runs, run_list
 from fedhei.reporting.csvs import write_run_csvs
@@ -23,8 +24,6 @@ from fedhei.reporting.results import RESULTS_FILE, render_report
 
 REPORT_FILE = "report.md"
 BENCH_FILE = "bench.md"
-# The references of results.json files written before compare-to existed.
-DEFAULT_REFERENCES = ("local", "fedavg-ft")
 
 
 def write_run(run_dir: Path, payload: Mapping[str, Any]) -> None:
@@ -41,9 +40,8 @@ def write_run_report(run: Run) -> Path:
 
 
 def references_of(runs: Sequence[Run]) -> tuple[str, ...]:
-    """The scenario's compare-to (the same in every run of a bench)."""
-    text = str(runs[0].payload["scenario"].get("compare-to", ",".join(DEFAULT_REFERENCES)))
-    return tuple(name.strip() for name in text.split(",") if name.strip())
+    """The runs' compare-to (one bench, one setting), or its default for files written before it existed."""
+    return Scenario(compare_to=str(runs[0].payload["scenario"].get("compare-to", Scenario.compare_to))).references()
 
 
 def comparison_header(runs: Sequence[Run]) -> str:
