@@ -52,8 +52,11 @@ def backend_config(scenario: Scenario, verbose: bool) -> dict[str, Any]:
     gpus = scenario.client_num_gpus if pick_device(scenario.device).type == "cuda" else 0.0
     return {
         "client_resources": {"num_cpus": scenario.client_num_cpus, "num_gpus": gpus},
-        "init_args": {"logging_level": logging.INFO if verbose else logging.ERROR, "log_to_driver": verbose,
-                      "include_dashboard": False},
+        # address "local": a Ray instance of this run's own. Without an address Ray joins the last
+        # instance started on this machine (/tmp/ray/ray_current_cluster), which may be another
+        # user's run, and this run would die or hang when that one ends.
+        "init_args": {"address": "local", "logging_level": logging.INFO if verbose else logging.ERROR,
+                      "log_to_driver": verbose, "include_dashboard": False},
     }
 
 
