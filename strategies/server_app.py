@@ -1,8 +1,10 @@
 """The Flower ServerApp: pick the strategy, run the rounds, collect every user's final model.
 
-``flwr run .`` reads the scenario from the run config; ``fedhei run`` builds the same
-app in-process with :func:`server_app_for`, so both paths go through
-:func:`run_federation`.
+``flwr run .`` reads the scenario from the run config; ``fedhei run`` and ``fedhei
+bench`` build the same app in-process with :func:`server_app_for`, so both paths go
+through :func:`run_federation`. One app may run several federations in turn on the
+same nodes (the seeds of a scenario, the strategies of a bench): the clients take
+everything, seed included, from each message, so the simulation starts only once.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ import logging
 import re
 import shutil
 import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +23,16 @@ from flwr.serverapp import Grid, ServerApp
 
 from fedhei import atomic
 from fedhei.config.scenario import Scenario
-from fedhei.data.cifar10 import load_cifar10_cached
+from fedhei.data.cifar10 import CLASSES, load_cifar10_cached
+from fedhei.data.partition import make_partition
 from fedhei.errors import FedheiError, RunFailed
+from fedhei.experiments.layout import seed_runs
+from fedhei.reporting.comparison import load_run
+from fedhei.reporting.csvs import CLIENTS_CSV, ROUNDS_CSV
+from fedhei.reporting.figures import FIGURES_DIR
 from fedhei.reporting.progress import RoundObserver
-from fedhei.reporting.results import RESULTS_FILE, TIMINGS_FILE, build_payload, write_run
+from fedhei.reporting.report import REPORT_FILE, write_comparison, write_run
+from fedhei.reporting.results import RESULTS_FILE, TIMINGS_FILE, build_payload, partition_record
 from fedhei.training.pretrain import base_model
 from strategies import resolve_strategy
 from strategies.base import PersonalizedStrategy
@@ -43,8 +53,9 @@ def _fresh_run_dir(scenario: Scenario, run_dir: Path) -> None:
     Only fedhei's own files go: the results, the checkpoint, and client state folders
     named by a run token; anything else in the directory stays.
     """
-    for name in (RESULTS_FILE, TIMINGS_FILE, "report.md", CHECKPOINT_FILE):
+    for name in (RESULTS_FILE, TIMINGS_FILE, REPORT_FILE, ROUNDS_CSV, CLIENTS_CSV, CHECKPOINT_FILE):
         (run_dir / name).unlink(missing_ok=True)
+    shutil.rmtree(run_dir / FIGURES_DIR, ignore_errors=True)
     root = state_root(scenario, run_dir)
     if root.is_dir():
         for stale in root.iterdir():
@@ -106,19 +117,58 @@ def _write(run_dir: Path, strategy: PersonalizedStrategy, clients: list[dict[str
         export_failures=export_failures,
         stopped=stopped,
         adapts_before_export=strategy.policy.adapts_before_export,
+        partition=_partition(strategy.scenario),
     )
     write_run(run_dir, payload)
     atomic.write_json(run_dir / TIMINGS_FILE, {"round-seconds": {str(r): s for r, s in sorted(strategy.timings.items())}})
     return payload
 
 
-def server_app_for(scenario: Scenario, run_dir: Path, resume: bool = False, observer: RoundObserver | None = None) -> ServerApp:
-    """A ServerApp bound to an already parsed scenario (the in-process ``fedhei run`` path)."""
+def _partition(scenario: Scenario) -> dict[str, Any]:
+    """The split the clients held, for results.json (each client computes the same one from the scenario)."""
+    data = load_cifar10_cached(scenario.data_source or None)
+    partition = make_partition(data.train.labels, data.test.labels, scenario.partition_spec())
+    return partition_record(CLASSES, partition.label_counts, len(partition.public_indices), scenario.pretrain_seed)
+
+
+@dataclass(frozen=True)
+class RunJob:
+    """One federation of a batch: its scenario (one seed, one strategy), where it writes, how it shows progress."""
+
+    scenario: Scenario
+    run_dir: Path
+    resume: bool = False
+    observer: RoundObserver | None = None
+
+
+def run_all(grid: Grid, jobs: Sequence[RunJob]) -> None:
+    """Every federation in turn; one that fails leaves its partial results and the others still run.
+
+    A single run's failure propagates as it was raised; with several, one
+    :class:`RunFailed` at the end names how many failed and the first.
+    """
+    failed: list[tuple[RunJob, RunFailed]] = []
+    for job in jobs:
+        try:
+            run_federation(grid, job.scenario, job.run_dir, job.resume, job.observer)
+        except RunFailed as failure:
+            if len(jobs) == 1:
+                raise
+            log.warning("%s (seed %d) failed: %s", job.scenario.strategy, job.scenario.seed, failure)
+            failed.append((job, failure))
+    if failed:
+        job, failure = failed[0]
+        raise RunFailed(f"{len(failed)} of {len(jobs)} runs failed; the others completed. First: {job.scenario.strategy} "
+                        f"seed {job.scenario.seed}: {failure}")
+
+
+def server_app_for(jobs: Sequence[RunJob]) -> ServerApp:
+    """A ServerApp bound to already parsed scenarios (the in-process ``fedhei run`` and ``fedhei bench`` path)."""
     server = ServerApp()
 
     @server.main()
     def main(grid: Grid, context: Context) -> None:
-        run_federation(grid, scenario, run_dir, resume, observer)
+        run_all(grid, jobs)
 
     return server
 
@@ -133,4 +183,10 @@ def main(grid: Grid, context: Context) -> None:
     except FedheiError as error:
         log.error("fedhei: error: %s", error)
         raise
-    run_federation(grid, scenario, scenario.run_dir())
+    runs = seed_runs(scenario, scenario.run_dir())
+    try:
+        run_all(grid, [RunJob(seeded, run_dir) for seeded, run_dir in runs])
+    finally:
+        written = [load_run(run_dir) for _, run_dir in runs if (run_dir / RESULTS_FILE).is_file()]
+        if scenario.seeds and written:
+            write_comparison(written, scenario.run_dir())

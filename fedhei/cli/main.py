@@ -1,4 +1,4 @@
-"""The ``fedhei`` command: data, pretrain, compress, run, bench, superlink.
+"""The ``fedhei`` command: data, pretrain, compress, run, bench, report, superlink.
 
 Each subcommand is a pair (add its arguments, run it) in one table, so adding a
 command is one entry, not another branch. A :class:`FedheiError` anywhere below
@@ -33,6 +33,8 @@ def _data_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--classes-per-client", type=int, default=2, help="classes per client (pathological)")
     parser.add_argument("--public-fraction", type=float, default=0.1, help="slice held out from all clients")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--base-seed", type=int, default=0,
+                        help="seed of the public slice (a run's base-seed; the base model is pre-trained on the slice)")
     parser.add_argument("--plot", type=Path, help="save a PNG of the label distribution per client")
 
 
@@ -48,6 +50,7 @@ def _data(args: argparse.Namespace) -> int:
         classes_per_client=args.classes_per_client,
         public_fraction=args.public_fraction,
         seed=args.seed,
+        public_seed=args.base_seed,
     )
     data = load_cifar10(args.data or None)
     partition = make_partition(data.train.labels, data.test.labels, spec)
@@ -113,26 +116,54 @@ def _run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, help="run directory (default: <out-dir>/<scenario name>/<strategy>)")
     parser.add_argument("--data", default="", help="CIFAR-10 source (sets data-source): folder, .tar.gz, 'synthetic' or 'download'")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines, only the final summary")
+    parser.add_argument("--seeds", default="", metavar="0,1,2",
+                        help="repeat the scenario with each seed (sets seeds): each seed draws its own partition, "
+                             "sampling and training, into <dir>/seed-<s>, with a comparison over seeds")
 
 
 def _run_arguments_with_resume(parser: argparse.ArgumentParser) -> None:
     _run_arguments(parser)
     parser.add_argument("--resume", type=Path, metavar="RUN_DIR",
-                        help="continue a killed or stopped run from its last complete round (same scenario and --set values)")
+                        help="continue a killed or stopped run from its last complete round (same scenario, --set and "
+                             "--seeds values); with seeds, complete seeds are kept and the rest go on")
+
+
+def _bench_arguments(parser: argparse.ArgumentParser) -> None:
+    _run_arguments(parser)
+    parser.add_argument("--resume", type=Path, metavar="BENCH_DIR",
+                        help="continue a stopped bench: complete runs are kept, a killed run resumes from its last "
+                             "complete round, the rest start (same scenario, --set, --strategy and --seeds values)")
 
 
 def _run(args: argparse.Namespace) -> int:
     from fedhei.experiments.run import run_command
 
     return run_command(args.scenario, args.overrides, args.strategies, args.out, args.data, args.resume,
-                       verbose=args.verbose, quiet=args.quiet)
+                       verbose=args.verbose, quiet=args.quiet, seeds=args.seeds)
 
 
 def _bench(args: argparse.Namespace) -> int:
     from fedhei.experiments.run import bench_command
 
     return bench_command(args.scenario, args.overrides, args.strategies, args.out, args.data,
-                         verbose=args.verbose, quiet=args.quiet)
+                         verbose=args.verbose, quiet=args.quiet, seeds=args.seeds, resume=args.resume)
+
+
+def _report_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("runs", type=Path, nargs="+", metavar="RUN_DIR",
+                        help="run directories, or seed and bench directories holding several runs")
+    parser.add_argument("--out", type=Path, help="where a comparison's report goes (default: the one directory given)")
+    parser.add_argument("--compare-to", default=None, metavar="NAMES",
+                        help="references of the paired differences, e.g. local,fedavg-ft (default: the runs' compare-to)")
+
+
+def _report(args: argparse.Namespace) -> int:
+    from fedhei.config.scenario import Scenario
+    from fedhei.reporting.report import report_command
+
+    references = None if args.compare_to is None else Scenario(compare_to=args.compare_to).references()
+    print(f"report: {report_command(args.runs, args.out, references)}")
+    return 0
 
 
 def _superlink_arguments(parser: argparse.ArgumentParser) -> None:
@@ -152,7 +183,8 @@ COMMANDS: dict[str, Command] = {
     "pretrain": Command("pre-train (or reuse the cached) base model", _pretrain_arguments, _pretrain),
     "compress": Command("score, classify and prune one user's model, against baselines", _compress_arguments, _compress),
     "run": Command("run a scenario on Flower's simulation engine", _run_arguments_with_resume, _run),
-    "bench": Command("run every strategy on one scenario, side by side", _run_arguments, _bench),
+    "bench": Command("run every strategy on one scenario, side by side", _bench_arguments, _bench),
+    "report": Command("write report.md with figures for a run, or a comparison of runs", _report_arguments, _report),
     "superlink": Command("show or stop the local SuperLink that `flwr run` leaves running", _superlink_arguments, _superlink),
 }
 

@@ -28,6 +28,8 @@ from fedhei.training.loops import TrainSettings
 from fedhei.training.pretrain import PretrainSpec
 from fedhei.training.tasks import LANGUAGE_MODELING
 
+# When each client's model is also measured on the whole test set, weighted by its label proportions.
+WEIGHTED_EVAL_CHOICES = ("final", "every-round", "off")
 # Choices that belong to no registry; the others are read from their registries below.
 _CHOICES: dict[str, tuple[str, ...]] = {
     "partition": tuple(kind.value for kind in PartitionKind),
@@ -37,7 +39,10 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "state-store": ("disk", "context"),
     "export-pruning": ("unstructured", "structured"),
     "upload-precision": tuple(precision.value for precision in Precision),
+    "weighted-eval": WEIGHTED_EVAL_CHOICES,
 }
+# Comma-separated settings, which a TOML file may also give as a list (a Flower run config holds no lists).
+_LIST_KEYS = ("seeds", "compare-to")
 # A hung client sleeps past round-timeout; beyond this a fault-hang study would idle for ages.
 MAX_HANG_TIMEOUT_S = 300.0
 
@@ -54,6 +59,9 @@ class Scenario:
     fraction_train: float = 0.5
     fraction_evaluate: float = 1.0
     seed: int = 0
+    # Repeat the scenario over these seeds ("0,1,2"): each repetition is a run whose `seed` is that
+    # seed (partition, sampling and training drawn from it). Empty: one run with `seed`.
+    seeds: str = ""
     device: str = "auto"
     out_dir: str = "runs"
     # Failures: a round in which more than this fraction of the sampled clients fail stops the run.
@@ -83,6 +91,11 @@ class Scenario:
     # The shared base model.
     model: str = "vit-tiny-c10"
     base_model: str = ""
+    # The seed of the public slice and of pre-training: one base model shared by every run seed, so
+    # no client of any seed holds an image the base was trained on.
+    base_seed: int = 0
+    # Pre-train one base model per run seed instead (slice and pre-training then follow `seed`).
+    base_per_seed: bool = False
     pretrain_epochs: float = 30.0
     pretrain_lr: float = 2e-3
     # Local training on each client.
@@ -111,6 +124,12 @@ class Scenario:
     # What clients upload: float32, or the change from the global model at float16 or int8.
     upload_precision: str = "float32"
     state_dir: str = ""
+    # The final evaluation also measures each client's model on the whole test set, per class weighted
+    # by its training shard's label proportions (the expectation its sampled test split estimates):
+    # "final", "every-round" (the per-round evaluations too) or "off".
+    weighted_eval: str = "final"
+    # A bench compares every strategy, client by client, against each of these it ran.
+    compare_to: str = "local,fedavg-ft"
 
     def __post_init__(self) -> None:
         """Check every setting now, so a bad one fails at parse time, never inside a worker."""
@@ -141,6 +160,7 @@ class Scenario:
                               f"(a fraction for role-rule '{self.role_rule}')")
         self._check_failure_settings()
         self._check_resources()
+        self._check_seeds()
         # Built here so a bad split, model, schedule or scorer fails at parse time, not inside a worker.
         self.partition_spec()
         self.pretrain_spec()
@@ -169,6 +189,18 @@ class Scenario:
             raise FedheiError(f"fault-hang is {self.fault_hang:g} but round-timeout is {self.round_timeout:g} s: a hung "
                               f"client sleeps past the timeout, so set round-timeout to at most {MAX_HANG_TIMEOUT_S:g} "
                               "(e.g. 30)")
+
+    def _check_seeds(self) -> None:
+        if self.seed < 0 or self.base_seed < 0:
+            raise FedheiError(f"seed is {self.seed} and base-seed {self.base_seed}; seeds must be non-negative integers")
+        if self.seeds and self.seed != 0:
+            raise FedheiError(f"seed is {self.seed} and seeds is '{self.seeds}'; seeds sets every run's seed, so give one "
+                              "of the two (e.g. seeds = \"0,1,2\", or seed = 3 alone)")
+        if self.base_per_seed and self.base_seed != 0:
+            raise FedheiError(f"base-seed is {self.base_seed} but base-per-seed is true, which pre-trains with each run's "
+                              "own seed; give one of the two")
+        self.run_seeds()
+        self.references()
 
     def _check_resources(self) -> None:
         check_device_name(self.device)
@@ -224,6 +256,25 @@ class Scenario:
     def replace(self, **changes: Any) -> Scenario:
         return dataclasses.replace(self, **changes)
 
+    def run_seeds(self) -> tuple[int, ...]:
+        """The seeds this scenario runs: ``seeds``, else ``seed`` alone."""
+        if not self.seeds:
+            return (self.seed,)
+        return _parse_list("seeds", self.seeds, int)
+
+    def for_seed(self, seed: int) -> Scenario:
+        """One repetition: a single run drawn from ``seed``."""
+        return self.replace(seed=seed, seeds="")
+
+    def references(self) -> tuple[str, ...]:
+        """The strategies a bench compares every other strategy against (``compare-to``)."""
+        return _parse_list("compare-to", self.compare_to, str) if self.compare_to.strip() else ()
+
+    @property
+    def pretrain_seed(self) -> int:
+        """The seed of the public slice and the base model's pre-training."""
+        return self.seed if self.base_per_seed else self.base_seed
+
     def partition_spec(self) -> PartitionSpec:
         return PartitionSpec(
             kind=PartitionKind(self.partition),
@@ -233,6 +284,7 @@ class Scenario:
             public_fraction=self.public_fraction,
             test_ratio=self.test_ratio,
             seed=self.seed,
+            public_seed=self.pretrain_seed,
         )
 
     @property
@@ -257,7 +309,7 @@ class Scenario:
             model=self.model,
             epochs=self.pretrain_epochs,
             lr=self.pretrain_lr,
-            seed=self.seed,
+            seed=self.pretrain_seed,
             public_fraction=self.public_fraction,
         )
 
@@ -282,7 +334,23 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key.strip(), value
 
 
+def _parse_list(key: str, text: str, kind: type) -> tuple[Any, ...]:
+    """A comma-separated setting ("0,1,2", "local,fedavg-ft"): distinct items, integers >= 0 where asked."""
+    items = [item.strip() for item in text.split(",")]
+    try:
+        values = tuple(kind(item) for item in items)
+    except ValueError:
+        values = ()
+    if not values or "" in items or len(set(values)) != len(values) or any(kind is int and value < 0 for value in values):
+        example = "0,1,2" if kind is int else "local,fedavg-ft"
+        raise FedheiError(f"{key} is '{text}'; give distinct {'non-negative integers' if kind is int else 'names'} "
+                          f"separated by commas, e.g. \"{example}\"")
+    return values
+
+
 def _coerce(key: str, value: Any, expected: type) -> Any:
+    if key in _LIST_KEYS and isinstance(value, list):
+        return ",".join(str(item) for item in value)
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if expected is int and isinstance(value, float) and value.is_integer():

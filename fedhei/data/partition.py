@@ -39,6 +39,9 @@ class PartitionSpec:
     test_ratio: float = 0.2
     min_partition_size: int = 10
     seed: int = 0
+    # The public slice's seed. A federation passes its base model's seed, so the slice (which the base
+    # was pre-trained on) is the same whatever the run's seed; None: the split's own seed.
+    public_seed: int | None = None
 
     def __post_init__(self) -> None:
         if self.num_clients < 1:
@@ -71,7 +74,7 @@ class Partition:
 def make_partition(train_labels: np.ndarray, test_labels: np.ndarray, spec: PartitionSpec) -> Partition:
     """Split the training set over ``spec.num_clients`` users plus an optional public slice."""
     num_classes = int(max(train_labels.max(), test_labels.max())) + 1
-    public = public_slice(train_labels, spec.public_fraction, spec.seed)
+    public = public_slice(train_labels, spec.public_fraction, spec.seed if spec.public_seed is None else spec.public_seed)
     # Shuffled, because the IID partitioner cuts contiguous runs and sources come sorted by class.
     private = seeding.rng(spec.seed, "partition-order").permutation(np.setdiff1d(np.arange(len(train_labels)), public))
     if spec.num_clients > len(private):

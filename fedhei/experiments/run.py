@@ -15,16 +15,19 @@ import json
 import logging
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fedhei import atomic
 from fedhei.config.scenario import Scenario, parse_override
 from fedhei.data.cifar10 import load_cifar10_cached
 from fedhei.data.partition import make_partition
-from fedhei.errors import FedheiError
-from fedhei.reporting.progress import RoundLines, console
-from fedhei.reporting.results import COMPLETE, FINAL_ROUND_NONE, RESULTS_FILE, bench_table, human_bytes
+from fedhei.errors import FedheiError, RunFailed
+from fedhei.experiments.layout import seed_runs
+from fedhei.reporting.comparison import load_run
+from fedhei.reporting.progress import ProgressDisplay, console
+from fedhei.reporting.report import BENCH_FILE, REPORT_FILE, write_bench, write_comparison
+from fedhei.reporting.results import COMPLETE, FINAL_ROUND_NONE, RESULTS_FILE, WEIGHTED_ACCURACY, human_bytes
 from fedhei.training.device import check_device_available, pick_device
 from fedhei.training.pretrain import base_model
 
@@ -119,40 +122,94 @@ def run_scenario(scenario: Scenario, run_dir: Path, resume: bool = False, verbos
     Errors raised inside the simulation (the server thread) come back here after
     Flower has shut the simulation down, and propagate as they were raised.
     """
+    run_batch([PlannedRun(scenario, run_dir, resume)], verbose=verbose, quiet=quiet)
+    return json.loads((run_dir / RESULTS_FILE).read_text(encoding="utf-8"))
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    scenario: Scenario
+    run_dir: Path
+    resume: bool = False
+
+    @property
+    def label(self) -> str:
+        """How progress lines name the run: the strategy, and the seed when it is one of several."""
+        return self.scenario.strategy + (f" seed {self.scenario.seed}" if self.run_dir.name.startswith("seed-") else "")
+
+
+def run_batch(runs: Sequence[PlannedRun], verbose: bool = False, quiet: bool = False) -> None:
+    """Several runs (seeds, strategies) on the same number of clients, in one simulation where possible.
+
+    Every run is checked before any starts. With client state on disk (under each run's
+    own token) the runs share one simulation, so Ray and its workers start once; state
+    kept in Flower's ``context.state`` would outlive a run within a simulation, so then
+    each run gets its own. A failed run leaves its partial results; the others still run.
+    """
     from flwr.simulation import run_simulation
 
     from clients.client_app import app as client_app
-    from strategies.server_app import server_app_for
+    from strategies.server_app import RunJob, server_app_for
 
     quiet_flower(verbose)
     # Keeps Ray's current behaviour for CPU-only actors and silences its warning about the future one.
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
-    preflight(scenario, run_dir, resume)
-    observer = RoundLines(scenario.strategy, quiet=quiet)
-    run_simulation(
-        server_app=server_app_for(scenario, run_dir, resume, observer),
-        client_app=client_app,
-        num_supernodes=scenario.num_clients,
-        backend_config=backend_config(scenario, verbose),
-    )
-    return json.loads((run_dir / RESULTS_FILE).read_text(encoding="utf-8"))
+    for run in runs:
+        preflight(run.scenario, run.run_dir, run.resume)
+    together = all(run.scenario.state_store == "disk" for run in runs)
+    batches = [list(runs)] if together else [[run] for run in runs]
+    with ProgressDisplay(len(runs), quiet=quiet) as display:
+        for batch in batches:
+            jobs = [RunJob(run.scenario, run.run_dir, run.resume, display.observer(run.label)) for run in batch]
+            try:
+                run_simulation(
+                    server_app=server_app_for(jobs),
+                    client_app=client_app,
+                    num_supernodes=batch[0].scenario.num_clients,
+                    backend_config=backend_config(batch[0].scenario, verbose),
+                )
+            except RunFailed:
+                if len(runs) == 1:
+                    raise
+    unfinished = [(run, _status(run.run_dir)) for run in runs if _status(run.run_dir) != COMPLETE]
+    if unfinished:
+        shown = "; ".join(f"{run.label}: {status}" for run, status in unfinished[:3])
+        raise RunFailed(f"{len(unfinished)} of {len(runs)} runs did not complete ({shown}); the others did, and each "
+                        "run's results.json says how far it got")
 
 
-def summary_line(payload: dict[str, Any], baseline_up: float | None = None) -> str:
+def _status(run_dir: Path) -> str:
+    """"complete", or why not."""
+    results = run_dir / RESULTS_FILE
+    if not results.is_file():
+        return "no results.json"
+    payload = json.loads(results.read_text(encoding="utf-8"))
+    return COMPLETE if payload["status"] == COMPLETE else str(payload["stopped"]["reason"])
+
+
+def summary_line(payload: dict[str, Any], baseline_up: float | None = None, label: str = "") -> str:
     summary = payload["summary"]
-    line = (
-        f"{payload['strategy']}: mean client accuracy {100 * summary.get('accuracy-mean', float('nan')):.1f}% "
-        f"(worst decile {100 * summary.get('accuracy-worst-decile', float('nan')):.1f}%, "
-        f"majority-class rate {100 * summary['majority-class-rate-mean']:.1f}%), "
-        f"compression {100 * summary['compression-mean']:.1f}%, "
-        f"upload {human_bytes(summary['bytes-up-per-round'])}/round"
-    )
+    line = (f"{label or payload['strategy']}: {_accuracy_text(summary)}, compression {100 * summary['compression-mean']:.1f}%, "
+            f"upload {human_bytes(summary['bytes-up-per-round'])}/round")
     if baseline_up:
         line += f" ({100 * summary['bytes-up-per-round'] / baseline_up:.0f}% of FedAvg's)"
     failures = payload["failures"]
     if failures["total"]:
         line += f"; {failures['total']} client failures ({', '.join(f'{k} {v}' for k, v in failures['by-kind'].items())})"
     return line
+
+
+def _accuracy_text(summary: dict[str, float]) -> str:
+    """The label-weighted full-test-set figures when measured, with the sampled splits' mean beside them."""
+    def pct(key: str) -> str:
+        return f"{100 * summary.get(key, float('nan')):.1f}%"
+
+    if f"{WEIGHTED_ACCURACY}-mean" in summary:
+        return (f"mean client accuracy {pct('accuracy-weighted-mean')} (worst decile {pct('accuracy-weighted-worst-decile')}, "
+                f"majority-class rate {pct('majority-class-rate-weighted-mean')}) on the label-weighted full test set, "
+                f"{pct('accuracy-mean')} on the clients' own test splits")
+    return (f"mean client accuracy {pct('accuracy-mean')} (worst decile {pct('accuracy-worst-decile')}, "
+            f"majority-class rate {pct('majority-class-rate-mean')})")
 
 
 def fedavg_upload_per_round(scenario: Scenario) -> float:
@@ -168,44 +225,83 @@ def fedavg_upload_per_round(scenario: Scenario) -> float:
     return float(per_client * max(1, round(scenario.num_clients * scenario.fraction_train)))
 
 
+def plan_runs(pairs: Sequence[tuple[Scenario, Path]], continuing: bool) -> list[PlannedRun]:
+    """The runs still to do. Continuing, a complete run is kept (if it had the same settings), one with a
+    checkpoint resumes from it, and the rest start afresh."""
+    from strategies.checkpoint import CHECKPOINT_FILE
+
+    planned = []
+    for scenario, run_dir in pairs:
+        if continuing and _status(run_dir) == COMPLETE:
+            recorded = json.loads((run_dir / RESULTS_FILE).read_text(encoding="utf-8"))["scenario"]
+            if recorded != scenario.to_mapping():
+                raise FedheiError(f"{run_dir} holds a complete run with other settings; continue with the same scenario, "
+                                  "--set and --seeds values, or start afresh in a new --out")
+            continue
+        planned.append(PlannedRun(scenario, run_dir, resume=continuing and (run_dir / CHECKPOINT_FILE).is_file()))
+    return planned
+
+
+def _run_and_compare(pairs: Sequence[tuple[Scenario, Path]], out: Path, continuing: bool, verbose: bool, quiet: bool,
+                     bench: bool) -> str:
+    """Run what is left of ``pairs``, then write the comparison of every run that has results (even if some failed)."""
+    planned = plan_runs(pairs, continuing)
+    try:
+        if planned:
+            run_batch(planned, verbose=verbose, quiet=quiet)
+    finally:
+        written = [load_run(run_dir) for _, run_dir in pairs if (run_dir / RESULTS_FILE).is_file()]
+        tables = ""
+        if written:
+            references = pairs[0][0].references()
+            tables = write_bench(written, out, references) if bench else write_comparison(written, out, references)
+    for run in written:
+        print(summary_line(run.payload, label=f"{run.strategy} seed {run.seed}"))
+    return tables
+
+
 def run_command(path: Path, overrides: Sequence[str], strategies: Sequence[str], out: Path | None, data: str = "",
-                resume: Path | None = None, verbose: bool = False, quiet: bool = False) -> int:
+                resume: Path | None = None, verbose: bool = False, quiet: bool = False, seeds: str = "") -> int:
+    overrides = [*overrides, f"seeds={seeds}"] if seeds else list(overrides)
     scenario = load_scenario(path, overrides, data)
     if len(strategies) > 1:
-        if resume is not None:
-            raise FedheiError("--resume continues one run; give one --strategy (or none) with it")
-        return bench_command(path, overrides, strategies, out, data, verbose=verbose, quiet=quiet)
+        return bench_command(path, overrides, strategies, out, data, verbose=verbose, quiet=quiet, resume=resume)
     if strategies:
         scenario = scenario.replace(strategy=strategies[0])
     run_dir = resume or out or scenario.run_dir()
+    if scenario.seeds:
+        tables = _run_and_compare(seed_runs(scenario, run_dir), run_dir, resume is not None, verbose, quiet, bench=False)
+        print(tables)
+        print(f"report: {run_dir / REPORT_FILE}; each seed's results, models and report: {run_dir}/seed-<seed>")
+        return 0
     payload = run_scenario(scenario, run_dir, resume=resume is not None, verbose=verbose, quiet=quiet)
     print(summary_line(payload, fedavg_upload_per_round(scenario)))
     if payload["final-round"] != FINAL_ROUND_NONE and not quiet:
         console.print("(final figures: after each client's last local round on the final global model; see report.md)",
                       markup=False, highlight=False)
-    print(f"results: {run_dir / RESULTS_FILE}, report: {run_dir / 'report.md'}, models: {run_dir / 'clients'}")
+    print(f"results: {run_dir / RESULTS_FILE}, report: {run_dir / REPORT_FILE}, models: {run_dir / 'clients'}")
     return 0
 
 
 def bench_command(path: Path, overrides: Sequence[str], strategies: Sequence[str], out: Path | None, data: str = "",
-                  verbose: bool = False, quiet: bool = False) -> int:
-    """Every strategy on the same scenario, same data, seed and sampled clients, one after another; one table."""
+                  verbose: bool = False, quiet: bool = False, seeds: str = "", resume: Path | None = None) -> int:
+    """Every strategy on the same scenario, each seed's data and sampled clients shared by all; one comparison.
+
+    Runs go seed by seed (every strategy of seed 0, then of seed 1, ...), so a bench
+    stopped early holds whole seeds; ``resume`` continues it in its directory.
+    """
     from strategies import resolve_strategy
 
+    overrides = [*overrides, f"seeds={seeds}"] if seeds else list(overrides)
     scenario = load_scenario(path, overrides, data)
     names = list(strategies) or list(BENCH_STRATEGIES)
-    for name in names:
+    for name in [*names, *scenario.references()]:
         resolve_strategy(name)
-    bench_dir = out or Path(scenario.out_dir) / scenario.name / "bench"
-    rows = []
-    for name in names:
-        payload = run_scenario(scenario.replace(strategy=name), bench_dir / name.replace(":", "-"), verbose=verbose, quiet=quiet)
-        print(summary_line(payload))
-        rows.append((name, payload["summary"]))
-    table = bench_table(rows)
-    header = (f"# {scenario.name}: strategies side by side\n\n{scenario.num_clients} clients, {scenario.partition}, "
-              f"{scenario.num_server_rounds} rounds, model {scenario.model}, prob {scenario.prob}, seed {scenario.seed}.\n\n")
-    atomic.write_text(bench_dir / "bench.md", header + table)
-    print(table)
-    print(f"table: {bench_dir / 'bench.md'}")
+    bench_dir = resume or out or Path(scenario.out_dir) / scenario.name / "bench"
+    pairs = [pair for name in names
+             for pair in seed_runs(scenario.replace(strategy=name), bench_dir / name.replace(":", "-"))]
+    pairs.sort(key=lambda pair: pair[0].seed)
+    tables = _run_and_compare(pairs, bench_dir, resume is not None, verbose, quiet, bench=True)
+    print(tables)
+    print(f"table: {bench_dir / BENCH_FILE}, figures and every run: {bench_dir / REPORT_FILE}")
     return 0

@@ -28,6 +28,7 @@ from fedhei.method.roles import GENERIC, PERSONALIZED, RoleMap, classify, unifor
 from fedhei.method.scoring import build_scorer
 from fedhei.models.registry import create_model, linear_layers
 from fedhei.training.device import pick_device
+from fedhei.training.label_weighted import weighted_metrics
 from fedhei.training.loops import ArrayBatches, apply_masks, batches_for, evaluate, train
 
 Arrays = dict[str, np.ndarray]
@@ -223,13 +224,17 @@ def local_round(job: ClientJob, global_arrays: Arrays, state: ClientState | None
 
 
 def evaluate_round(job: ClientJob, global_arrays: Arrays, state: ClientState | None) -> dict[str, float]:
-    """Accuracy of this client's current model on its own test split."""
+    """Accuracy of this client's current model on its own test split (and label-weighted when asked)."""
     model = merge(job, global_arrays, state)
     data = client_data(job.scenario, job.client_id, model)
     result = evaluate(model, data.test)
+    weighted: dict[str, float] = {}
+    if job.scenario.weighted_eval == "every-round":
+        weighted = weighted_metrics(model, job.scenario.data_source, data.train.labels.numpy())
     return {
         "accuracy": result["accuracy"],
         "loss": result["loss"],
         "test-examples": float(len(data.test)),
         "majority-class-rate": majority_class_rate(data.test_labels),
+        **weighted,
     }

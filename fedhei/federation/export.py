@@ -6,6 +6,7 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+import torch
 from torch import nn
 
 from fedhei import atomic
@@ -15,7 +16,8 @@ from fedhei.federation.state import ClientState
 from fedhei.method.pruning import compression, layer_ratios
 from fedhei.method.structured import save_structured, structured_prune
 from fedhei.models.checkpoints import dense_file_bytes, save_sparse
-from fedhei.models.registry import count_parameters
+from fedhei.models.registry import count_parameters, linear_layers
+from fedhei.training.label_weighted import weighted_metrics
 from fedhei.training.loops import evaluate
 
 
@@ -27,6 +29,9 @@ def finalize(job: ClientJob, global_arrays: Arrays, state: ClientState | None, r
     FedPer head catches up with the final body, FedAvg-FT fine-tunes, a client the
     server never sampled adapts on arrival), which also takes the rest of the pruning
     schedule at once, so every model reaches its target ratio. Nothing is sent back.
+
+    The model is evaluated on the client's sampled test split and, unless ``weighted-eval``
+    is off, on the whole test set weighted by its label proportions; the manifest keeps both.
     """
     if job.policy.adapts_before_export:
         final = local_round(replace(job, complete_schedule=True), global_arrays, state)
@@ -48,6 +53,9 @@ def finalize(job: ClientJob, global_arrays: Arrays, state: ClientState | None, r
     else:
         save_sparse(model, model_path, metadata)
     result = evaluate(exported, data.test)
+    weighted: dict[str, float] = {}
+    if job.scenario.weighted_eval != "off":
+        weighted = weighted_metrics(exported, job.scenario.data_source, data.train.labels.numpy())
     total, nonzero = count_parameters(exported)
     manifest = {
         "client": job.client_id,
@@ -57,6 +65,7 @@ def finalize(job: ClientJob, global_arrays: Arrays, state: ClientState | None, r
         "test-examples": len(data.test),
         "train-examples": len(data.train),
         "majority-class-rate": majority_class_rate(data.test_labels),
+        **weighted,
         "params-total": total,
         "params-nonzero": nonzero,
         "compression": kept["compression"],
@@ -66,6 +75,18 @@ def finalize(job: ClientJob, global_arrays: Arrays, state: ClientState | None, r
         "export-pruning": job.scenario.export_pruning if roles is not None and masks else "none",
         "rounds-trained": state.rounds_trained if state else 0,
         "roles": roles.roles if roles else {},
+        # The sensitivities the roles were decided from, and how much of each layer is gone.
+        "role-scores": dict(zip(roles.layers, roles.scores, strict=True)) if roles else {},
+        "layer-pruned": layer_pruned_fractions(model, masks),
     }
     atomic.write_json(client_dir / "manifest.json", manifest)
     return {key: float(value) for key, value in manifest.items() if isinstance(value, (int, float))}
+
+
+def layer_pruned_fractions(model: nn.Module, masks: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Every linear layer's share of pruned weights (0 for an unpruned layer), in forward order."""
+    fractions = {}
+    for layer in linear_layers(model):
+        mask = masks.get(f"{layer.name}.weight")
+        fractions[layer.name] = 0.0 if mask is None else 1.0 - float(mask.float().mean())
+    return fractions

@@ -1,4 +1,10 @@
-"""One progress display for every long loop, on stderr so piped output stays clean."""
+"""One progress display for every long loop, on stderr so piped output stays clean.
+
+A federation reports through a :class:`RoundObserver`. On a terminal, :class:`LiveRounds`
+shows a live bar per run (round i of N, clients done in this round, elapsed time and
+time left) above which each finished round leaves its line; otherwise
+:class:`RoundLines` prints that line alone, one per round, as a log wants it.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +14,15 @@ from contextlib import contextmanager
 from typing import Any, Protocol
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from fedhei.reporting.results import human_bytes
 
@@ -65,6 +79,109 @@ class RoundLines:
         if not self.quiet:
             console.print(f"{self.strategy} final: every client's last local round, evaluation and export ({clients} clients)",
                           markup=False, highlight=False)
+
+
+class LiveRounds:
+    """One run's bar in a shared live display: its rounds and the final export as one task.
+
+    The task counts the rounds plus one for the export; each reply moves it by its share
+    of the round, so the time left follows the pace so far.
+    """
+
+    def __init__(self, label: str, progress: Progress, display: ProgressDisplay) -> None:
+        self.label = label
+        self.progress = progress
+        self.display = display
+        self.task: TaskID | None = None
+        self.stage = ""
+        self.expected = 0
+        self.done = 0
+        self.before = 0
+        self.total = 1
+
+    def _begin(self, stage: str, before: int, total: int, clients: int) -> None:
+        """A new round (or the export): ``before`` steps of ``total`` are behind, ``clients`` replies are awaited."""
+        if self.task is None:
+            self.display.run_started(self)
+            self.task = self.progress.add_task(self.label, total=total, status="")
+        self.stage, self.before, self.total, self.expected, self.done = stage, before, total, clients, 0
+        self._show()
+
+    def _show(self) -> None:
+        assert self.task is not None
+        share = self.done / self.expected if self.expected else 0.0
+        self.progress.update(self.task, description=f"{self.label} {self.stage}", completed=self.before + share,
+                             status=f"{self.done}/{self.expected} clients")
+
+    def round_started(self, server_round: int, num_rounds: int, sampled: int) -> None:
+        self._begin(f"round {server_round}/{num_rounds}", server_round - 1, num_rounds + 1, sampled)
+
+    def reply_received(self) -> None:
+        self.done += 1
+        self._show()
+
+    def round_finished(self, record: Any, num_rounds: int, seconds: float) -> None:
+        self.progress.console.print(round_line(self.label, record, num_rounds, seconds), markup=False, highlight=False)
+
+    def export_started(self, clients: int) -> None:
+        self._begin("final local round and export", self.total - 1, self.total, clients)
+
+    def finish(self) -> None:
+        if self.task is not None:
+            self.progress.remove_task(self.task)
+            self.task = None
+
+
+class ProgressDisplay:
+    """The progress of a batch of runs: a live display on a terminal, plain lines elsewhere, nothing when quiet.
+
+    Used as a context manager around the simulation, so a live display always stops,
+    whatever happens to the runs.
+    """
+
+    def __init__(self, runs: int, quiet: bool = False) -> None:
+        self.quiet = quiet
+        self.live = console.is_terminal and not quiet
+        self.runs = runs
+        self.started = 0
+        self.current: LiveRounds | None = None
+        self.progress = Progress(
+            TextColumn("{task.description}", markup=False, style="bold"),
+            BarColumn(),
+            TextColumn("{task.fields[status]}", markup=False),
+            TimeElapsedColumn(),
+            TextColumn("elapsed,"),
+            TimeRemainingColumn(),
+            TextColumn("left"),
+            console=console,
+            disable=not self.live,
+        )
+        self.overall: TaskID | None = None
+
+    def __enter__(self) -> ProgressDisplay:
+        if self.live:
+            self.progress.start()
+            if self.runs > 1:
+                self.overall = self.progress.add_task(f"runs 0/{self.runs}", total=self.runs, status="")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.live:
+            self.progress.stop()
+
+    def observer(self, label: str) -> RoundObserver:
+        if self.live:
+            return LiveRounds(label, self.progress, self)
+        return RoundLines(label, quiet=self.quiet)
+
+    def run_started(self, run: LiveRounds) -> None:
+        """A new run ends the previous one's bar (its rounds stay printed above) and moves the overall count."""
+        if self.current is not None:
+            self.current.finish()
+        self.current = run
+        self.started += 1
+        if self.overall is not None:
+            self.progress.update(self.overall, completed=self.started - 1, description=f"runs {self.started}/{self.runs}")
 
 
 def round_line(strategy: str, record: Any, num_rounds: int, seconds: float) -> str:

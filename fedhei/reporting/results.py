@@ -1,4 +1,4 @@
-"""A run's results: results.json, report.md, and the side-by-side table of a bench.
+"""A run's results: the results.json payload, its summary and its tables for report.md.
 
 results.json holds only what a rerun with the same scenario and seed must repeat
 exactly; wall-clock times live in timings.json beside it.
@@ -8,16 +8,21 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from fedhei import __version__, atomic
+from fedhei import __version__
 
 RESULTS_FILE = "results.json"
 TIMINGS_FILE = "timings.json"
 COMPLETE, PARTIAL = "complete", "partial"
+# A client's final accuracy on its sampled test split, and on the whole test set weighted by its labels.
+ACCURACY, WEIGHTED_ACCURACY = "accuracy", "accuracy-weighted"
+METRIC_NAMES = {
+    ACCURACY: "each client's final model on its own sampled test split",
+    WEIGHTED_ACCURACY: "each client's final model on the whole test set, per class weighted by its label proportions",
+}
 
 # What every strategy but plain FedAvg does between the last round and the final figures.
 FINAL_ROUND_NOTE = ("each client's final model comes from one last local round of its strategy's own training on the "
@@ -36,8 +41,10 @@ def build_payload(
     export_failures: list[dict[str, Any]],
     stopped: dict[str, Any] | None,
     adapts_before_export: bool,
+    partition: Mapping[str, Any],
 ) -> dict[str, Any]:
-    """The results.json payload; ``stopped`` says why a partial run ended early."""
+    """The results.json payload; ``stopped`` says why a partial run ended early; ``partition``
+    is :func:`partition_record` of the split the clients held."""
     return {
         "fedhei-version": __version__,
         "status": PARTIAL if stopped else COMPLETE,
@@ -47,11 +54,22 @@ def build_payload(
         "policy": dict(policy),
         "final-round": FINAL_ROUND_NOTE if adapts_before_export else FINAL_ROUND_NONE,
         "consensus-generic": consensus_generic,
+        "partition": dict(partition),
         "rounds": rounds,
         "clients": clients,
         "failures": failure_counts(rounds, export_failures),
         "export-failures": export_failures,
         "summary": summarize(rounds, clients),
+    }
+
+
+def partition_record(classes: Sequence[str], label_counts: np.ndarray, public_images: int, public_seed: int) -> dict[str, Any]:
+    """The split as results.json keeps it: each client's training images per class."""
+    return {
+        "classes": list(classes),
+        "label-counts": [[int(count) for count in row] for row in label_counts],
+        "public-images": int(public_images),
+        "public-seed": int(public_seed),
     }
 
 
@@ -73,19 +91,21 @@ def summarize(rounds: Sequence[Mapping[str, Any]], clients: Sequence[Mapping[str
         values = [float(row[key]) for row in rows if key in row]
         return float(np.mean(values)) if values else float("nan")
 
-    accuracies = np.array([float(c["accuracy"]) for c in clients], dtype=np.float64)
     summary: dict[str, float] = {"clients": float(len(clients))}
-    if accuracies.size:
-        summary.update(
-            {
-                "accuracy-mean": float(accuracies.mean()),
-                "accuracy-median": float(np.median(accuracies)),
-                "accuracy-worst-decile": float(np.percentile(accuracies, 10)),
-            }
-        )
+    for key in (ACCURACY, WEIGHTED_ACCURACY):
+        if clients and all(key in client for client in clients):
+            accuracies = np.array([float(client[key]) for client in clients], dtype=np.float64)
+            summary.update(
+                {
+                    f"{key}-mean": float(accuracies.mean()),
+                    f"{key}-median": float(np.median(accuracies)),
+                    f"{key}-worst-decile": float(np.percentile(accuracies, 10)),
+                }
+            )
     summary.update(
         {
             "majority-class-rate-mean": mean("majority-class-rate", clients),
+            "majority-class-rate-weighted-mean": mean("majority-class-rate-weighted", clients),
             "compression-mean": mean("compression", clients),
             "params-nonzero-mean": mean("params-nonzero", clients),
             "model-bytes-mean": mean("bytes-on-disk", clients),
@@ -99,10 +119,10 @@ def summarize(rounds: Sequence[Mapping[str, Any]], clients: Sequence[Mapping[str
     return summary
 
 
-def write_run(run_dir: Path, payload: Mapping[str, Any]) -> None:
-    """results.json and report.md, each written atomically."""
-    atomic.write_json(run_dir / RESULTS_FILE, payload)
-    atomic.write_text(run_dir / "report.md", render_report(payload))
+def headline_metric(clients: Sequence[Mapping[str, Any]]) -> str:
+    """The accuracy a comparison is judged by: the label-weighted full-test-set one when every
+    client has it (the lower-variance figure), else the sampled split's."""
+    return WEIGHTED_ACCURACY if clients and all(WEIGHTED_ACCURACY in client for client in clients) else ACCURACY
 
 
 def _fmt(value: Any, kind: str = "") -> str:
@@ -133,21 +153,21 @@ def render_report(payload: Mapping[str, Any]) -> str:
         f"# {scenario['name']}: {payload['strategy']}",
         "",
         f"{scenario['num-clients']} clients ({scenario['partition']}), {scenario['num-server-rounds']} rounds, "
-        f"model {scenario['model']}, prob {scenario['prob']}, seed {scenario['seed']}.",
+        f"model {scenario['model']}, prob {scenario['prob']}, seed {scenario['seed']}"
+        + (f" (base model and public slice: seed {payload['partition']['public-seed']})." if "partition" in payload else "."),
         "",
     ]
     if payload["status"] != COMPLETE:
         lines += [f"**This run is partial**: {payload['stopped']['reason']}.", ""]
     lines += [
-        f"Final figures: {payload['final-round']}. Per-round accuracies below are of the model each evaluated "
-        "client holds at that round, on its own test split.",
+        f"Final figures: {payload['final-round']}. The weighted full-test-set accuracy measures each final model on "
+        "every test image of the classes its client holds, per class weighted by the client's label proportions "
+        "(the exact expectation that the client's sampled test split estimates). Per-round accuracies below are of "
+        "the model each evaluated client holds at that round, on its own test split.",
         "",
         "| metric | value |",
         "| --- | --- |",
-        f"| mean client accuracy | {_fmt(summary.get('accuracy-mean', float('nan')), 'pct')} |",
-        f"| median client accuracy | {_fmt(summary.get('accuracy-median', float('nan')), 'pct')} |",
-        f"| worst-decile client accuracy | {_fmt(summary.get('accuracy-worst-decile', float('nan')), 'pct')} |",
-        f"| mean majority-class rate | {_fmt(summary['majority-class-rate-mean'], 'pct')} |",
+        *_accuracy_rows(summary),
         f"| mean compression (params removed) | {_fmt(summary['compression-mean'], 'pct')} |",
         f"| mean model file | {_fmt(summary['model-bytes-mean'], 'bytes')} |",
         f"| bytes up per round | {_fmt(summary['bytes-up-per-round'], 'bytes')} |",
@@ -175,33 +195,32 @@ def render_report(payload: Mapping[str, Any]) -> str:
         "",
         "## Clients",
         "",
-        "| client | accuracy | majority rate | compression | nonzero params | file | rounds trained |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| client | accuracy, own split | accuracy, weighted full test | majority rate | compression | nonzero params "
+        "| file | rounds trained |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for c in payload["clients"]:
         lines.append(
-            f"| {int(c['client-id'])} | {_fmt(c['accuracy'], 'pct')} | {_fmt(c['majority-class-rate'], 'pct')} "
+            f"| {int(c['client-id'])} | {_fmt(c['accuracy'], 'pct')} | {_fmt(c.get(WEIGHTED_ACCURACY, float('nan')), 'pct')} "
+            f"| {_fmt(c['majority-class-rate'], 'pct')} "
             f"| {_fmt(c['compression'], 'pct')} | {int(c['params-nonzero'])} | {_fmt(c['bytes-on-disk'], 'bytes')} "
             f"| {int(c['rounds-trained'])} |"
         )
     return "\n".join(lines) + "\n"
 
 
+def _accuracy_rows(summary: Mapping[str, float]) -> list[str]:
+    """Mean, median and worst decile of each accuracy the run measured, then the majority-class floor."""
+    rows = []
+    for key, where in ((WEIGHTED_ACCURACY, "weighted full test set"), (ACCURACY, "own test split")):
+        if f"{key}-mean" in summary:
+            rows += [f"| {stat} client accuracy, {where} | {_fmt(summary[f'{key}-{suffix}'], 'pct')} |"
+                     for stat, suffix in (("mean", "mean"), ("median", "median"), ("worst-decile", "worst-decile"))]
+    rows.append(f"| mean majority-class rate, own test split | {_fmt(summary['majority-class-rate-mean'], 'pct')} |")
+    if np.isfinite(summary.get("majority-class-rate-weighted-mean", float("nan"))):
+        rows.append(f"| mean majority-class rate, weighted | {_fmt(summary['majority-class-rate-weighted-mean'], 'pct')} |")
+    return rows
+
+
 def _counts(counts: Mapping[str, int]) -> str:
     return ", ".join(f"{kind} {count}" for kind, count in counts.items())
-
-
-def bench_table(rows: Sequence[tuple[str, Mapping[str, float]]]) -> str:
-    """Markdown: one row per strategy, the columns a personalization benchmark is read by."""
-    lines = [
-        "| strategy | mean acc | worst-decile acc | mean majority rate | compression | bytes up / round | bytes down / round |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
-    ]
-    for name, s in rows:
-        lines.append(
-            f"| {name} | {_fmt(s.get('accuracy-mean', float('nan')), 'pct')} "
-            f"| {_fmt(s.get('accuracy-worst-decile', float('nan')), 'pct')} | {_fmt(s['majority-class-rate-mean'], 'pct')} "
-            f"| {_fmt(s['compression-mean'], 'pct')} | {_fmt(s['bytes-up-per-round'], 'bytes')} "
-            f"| {_fmt(s['bytes-down-per-round'], 'bytes')} |"
-        )
-    return "\n".join(lines) + "\n"

@@ -41,23 +41,14 @@ def label_table(partition: Partition, test_labels: np.ndarray, title: str) -> No
 
 def plot_label_distribution(partition: Partition, path: Path) -> None:
     """A stacked bar per client, one colour per class, written atomically as PNG."""
-    import matplotlib
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from fedhei.reporting.figures import draw_label_counts
 
     counts = partition.label_counts
-    clients = np.arange(len(counts))
-    figure, axis = plt.subplots(figsize=(max(6.0, 0.35 * len(counts) + 2), 4))
-    bottom = np.zeros(len(counts))
-    colours = plt.get_cmap("tab10")
-    for label, name in enumerate(CLASSES):
-        axis.bar(clients, counts[:, label], bottom=bottom, color=colours(label), label=name, width=0.85)
-        bottom += counts[:, label]
-    axis.set_xlabel("client")
-    axis.set_ylabel("training images")
+    figure = Figure(figsize=(max(6.0, 0.35 * len(counts) + 2), 4))
+    axis = figure.subplots()
+    draw_label_counts(axis, counts, CLASSES)
     axis.set_title(f"{partition.spec.kind.value} split over {len(counts)} clients")
-    axis.legend(ncol=5, fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.15))
     figure.tight_layout()
-    atomic.write_with(path, lambda tmp: figure.savefig(tmp, format="png", dpi=120))
-    plt.close(figure)
+    atomic.write_with(path, lambda tmp: figure.savefig(tmp, format="png", dpi=120, bbox_inches="tight"))
