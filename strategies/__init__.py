@@ -11,8 +11,11 @@ import importlib
 
 from fedhei.errors import FedheiError
 from strategies.base import PersonalizedStrategy
+from strategies.ditto import Ditto
+from strategies.fedala import FedALA
 from strategies.fedavg import FedAvgBaseline
 from strategies.fedavg_ft import FedAvgFineTune
+from strategies.fedbabu import FedBABU
 from strategies.fedhei import FedHEI
 from strategies.fedhei_uniform import FedHEIUniform
 from strategies.fedper import FedPer
@@ -21,7 +24,9 @@ from strategies.lg_fedavg import LGFedAvg
 from strategies.local import LocalOnly
 
 STRATEGIES: dict[str, type[PersonalizedStrategy]] = {
-    cls.name: cls for cls in (FedHEI, FedHEIUniform, FedAvgBaseline, FedAvgFineTune, FedPer, FedRep, LGFedAvg, LocalOnly)
+    cls.name: cls
+    for cls in (FedHEI, FedHEIUniform, FedAvgBaseline, FedAvgFineTune, FedPer, FedRep, LGFedAvg, LocalOnly, Ditto, FedALA,
+                FedBABU)
 }
 
 
@@ -43,8 +48,11 @@ def resolve_strategy(name: str) -> type[PersonalizedStrategy]:
 
 __all__ = [
     "STRATEGIES",
+    "Ditto",
+    "FedALA",
     "FedAvgBaseline",
     "FedAvgFineTune",
+    "FedBABU",
     "FedHEI",
     "FedHEIUniform",
     "FedPer",

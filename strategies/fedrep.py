@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from fedhei.federation.policy import ClientPolicy, Sharing
+from fedhei.federation.policy import FEDREP, ClientPolicy, Sharing
 from strategies.base import PersonalizedStrategy
 
 
 class FedRep(PersonalizedStrategy):
     name = "fedrep"
-    policy = ClientPolicy(sharing=Sharing.BODY, head_epochs=1.0)
+    policy = ClientPolicy(sharing=Sharing.BODY, algorithm=FEDREP, head_epochs=1.0)

@@ -130,6 +130,17 @@ class Scenario:
     weighted_eval: str = "final"
     # A bench compares every strategy, client by client, against each of these it ran.
     compare_to: str = "local,fedavg-ft"
+    # Ditto: the personal model's pull toward the global model (lambda / 2 * ||v - w||^2).
+    ditto_lambda: float = 1.0
+    # FedALA: how many of the model's top parameter groups (timm's: the head, then blocks from
+    # the last) blend global into local; the fraction of the shard the blending weights learn
+    # on, their learning rate, and their epochs the first time (one epoch on later rounds).
+    ala_layers: int = 1
+    ala_sample: float = 0.8
+    ala_lr: float = 1.0
+    ala_start_epochs: int = 10
+    # FedBABU: the final fine-tune trains the body along with the head (else the head alone).
+    babu_finetune_body: bool = True
 
     def __post_init__(self) -> None:
         """Check every setting now, so a bad one fails at parse time, never inside a worker."""
@@ -138,12 +149,13 @@ class Scenario:
             if value not in allowed:
                 raise FedheiError(f"{key} is '{value}'; choose one of: {', '.join(allowed)}")
         check_federated_scorer(self.scorer)
-        positive = ("num-server-rounds", "num-clients", "batch-size", "pruning-steps", "calibration-batches")
+        positive = ("num-server-rounds", "num-clients", "batch-size", "pruning-steps", "calibration-batches",
+                    "ala-layers", "ala-start-epochs")
         for key in positive:
             if getattr(self, _attr(key)) < 1:
                 raise FedheiError(f"{key} is {getattr(self, _attr(key))}; it must be at least 1")
         fractions = ("fraction-train", "fraction-evaluate", "personal-factor", "max-failed-fraction",
-                     "fault-crash", "fault-hang", "fault-drop")
+                     "fault-crash", "fault-hang", "fault-drop", "ala-sample")
         for key in fractions:
             value = getattr(self, _attr(key))
             if not 0 <= value <= 1:
@@ -152,6 +164,9 @@ class Scenario:
             raise FedheiError(f"prob is {self.prob}; it must be in [0, 1) (the pruning ratio of generic layers)")
         if not self.local_epochs > 0 or not self.lr > 0:
             raise FedheiError("local-epochs and lr must be > 0")
+        for key in ("ditto-lambda", "ala-lr"):
+            if not getattr(self, _attr(key)) >= 0:
+                raise FedheiError(f"{key} is {getattr(self, _attr(key))}; it must be >= 0")
         if self.sensing_measurements <= 0:
             raise FedheiError(f"sensing-measurements is {self.sensing_measurements}; give a fraction of the layer "
                               "count in (0, 1] or a count above 1")

@@ -32,7 +32,8 @@ from fedhei.training.device import check_device_available, pick_device
 from fedhei.training.pretrain import base_model
 
 # Every strategy a bench compares, in the order of its table.
-BENCH_STRATEGIES = ("fedhei", "fedhei-uniform", "fedavg", "fedavg-ft", "fedper", "fedrep", "lg-fedavg", "local")
+BENCH_STRATEGIES = ("fedhei", "fedhei-uniform", "fedavg", "fedavg-ft", "fedper", "fedrep", "lg-fedavg", "local", "ditto",
+                    "fedala", "fedbabu")
 
 
 def load_scenario(path: Path, overrides: Sequence[str], data: str = "") -> Scenario:

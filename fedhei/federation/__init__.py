@@ -1,1 +1,2 @@
-"""The client side of a round without Flower: merge, classify, prune, train, reply, export; the wire format."""
+"""The client side of a round without Flower: merge, classify, prune, train (through a client-side algorithm), reply,
+export; the wire format."""

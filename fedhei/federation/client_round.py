@@ -7,7 +7,7 @@ deployment engine and in plain unit tests.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import lru_cache
 from itertools import islice
 
@@ -20,7 +20,8 @@ from fedhei.config.scenario import Scenario
 from fedhei.data.cifar10 import load_cifar10_cached
 from fedhei.data.partition import Partition, PartitionSpec, majority_class_rate, make_partition
 from fedhei.errors import FedheiError
-from fedhei.federation.policy import HEAD_PREFIX, ClientPolicy, Pruning, personal_parameters
+from fedhei.federation.algorithms import LocalTraining, algorithm_for
+from fedhei.federation.policy import ClientPolicy, Pruning, personal_parameters
 from fedhei.federation.state import ClientState
 from fedhei.federation.wire import encode
 from fedhei.method.pruning import compression, cubic_ratio, layer_ratios, magnitude_masks
@@ -29,7 +30,7 @@ from fedhei.method.scoring import build_scorer
 from fedhei.models.registry import create_model, linear_layers
 from fedhei.training.device import pick_device
 from fedhei.training.label_weighted import weighted_metrics
-from fedhei.training.loops import ArrayBatches, apply_masks, batches_for, evaluate, train
+from fedhei.training.loops import ArrayBatches, apply_masks, batches_for, evaluate
 
 Arrays = dict[str, np.ndarray]
 
@@ -154,19 +155,9 @@ def _roles(job: ClientJob, model: nn.Module, data: ClientData, state: ClientStat
     return RoleDecision(classify(scores, scenario.role_rule, scenario.role_threshold), scores.forward_passes, scored=True)
 
 
-def _train_locally(job: ClientJob, model: nn.Module, data: ClientData, masks: dict[str, torch.Tensor]) -> dict[str, float]:
-    settings = job.scenario.train_settings()
-    names = {name for name, _ in model.named_parameters()}
-    head = {name for name in names if name.startswith(HEAD_PREFIX)}
-    if job.policy.head_epochs > 0:
-        head_seed = seeding.seed_for(job.seed, "head-epochs")
-        train(model, data.train, replace(settings, epochs=job.policy.head_epochs), masks, seed=head_seed, trainable=head)
-        return train(model, data.train, settings, masks, seed=job.seed, trainable=names - head)
-    return train(model, data.train, settings, masks, seed=job.seed)
-
-
 @dataclass
 class LocalRound:
+    # The model the user keeps and exports: the trained one, or the algorithm's own (Ditto's personal model).
     model: nn.Module
     update: Arrays
     metrics: dict[str, float]
@@ -195,7 +186,10 @@ def local_round(job: ClientJob, global_arrays: Arrays, state: ClientState | None
         targets = layer_ratios(roles, job.scenario.prob, job.scenario.personal_factor)
         ratios = {name: cubic_ratio(target, step, job.scenario.pruning_steps) for name, target in targets.items()}
         masks = magnitude_masks(model, ratios)
-    metrics = _train_locally(job, model, data, masks)
+    algorithm = algorithm_for(job.policy.algorithm)
+    work = LocalTraining(job.scenario, job.policy, job.seed, model, data.train, masks, state)
+    trained = algorithm.finetune(work) if job.complete_schedule else algorithm.train(work)
+    metrics = dict(trained.metrics)
     personalized = roles.personalized() if roles is not None else []
     param_names = [name for name, _ in model.named_parameters()]
     personal = personal_parameters(job.policy, param_names, personalized)
@@ -210,6 +204,7 @@ def local_round(job: ClientJob, global_arrays: Arrays, state: ClientState | None
         step=step,
         classified_round=job.server_round if decision is None or decision.scored or state is None else state.classified_round,
         rounds_trained=(state.rounds_trained if state else 0) + 1,
+        algorithm=trained.tensors,
     )
     report = compression(model, masks)
     metrics.update(
@@ -220,12 +215,12 @@ def local_round(job: ClientJob, global_arrays: Arrays, state: ClientState | None
             "personalized-layers": float(len(personalized)),
         }
     )
-    return LocalRound(model, update, metrics, new_state)
+    return LocalRound(model if trained.kept is None else trained.kept, update, metrics, new_state)
 
 
 def evaluate_round(job: ClientJob, global_arrays: Arrays, state: ClientState | None) -> dict[str, float]:
     """Accuracy of this client's current model on its own test split (and label-weighted when asked)."""
-    model = merge(job, global_arrays, state)
+    model = algorithm_for(job.policy.algorithm).kept_model(merge(job, global_arrays, state), job.scenario, state)
     data = client_data(job.scenario, job.client_id, model)
     result = evaluate(model, data.test)
     weighted: dict[str, float] = {}

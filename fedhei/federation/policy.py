@@ -12,9 +12,14 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from fedhei.errors import FedheiError
+
 # timm's ViT head, for callers that do not yet pass the model's head (its adapter's
 # ``head_parameters``); the federation passes it once it runs language models.
 HEAD_PREFIX = "head."
+# Client algorithms a policy names by themselves (the registry holds them all).
+PLAIN = "plain"
+FEDREP = "fedrep"
 
 
 class Sharing(StrEnum):
@@ -39,14 +44,26 @@ class ClientPolicy:
     pruning: Pruning = Pruning.NONE
     # FedAvg-FT: adapt the global model to the user's data before the final evaluation.
     finetune_before_eval: bool = False
+    # How the client trains: a name in fedhei.federation.algorithms.ALGORITHMS (FedRep, Ditto, FedALA, FedBABU).
+    algorithm: str = PLAIN
     # FedRep: epochs on the head alone (body frozen) before the body's epochs (head frozen).
     head_epochs: float = 0.0
+
+    def __post_init__(self) -> None:
+        # Imported here: the algorithms read this module's names.
+        from fedhei.federation.algorithms import algorithm_for
+
+        algorithm_for(self.algorithm)
+        if self.head_epochs < 0 or (self.head_epochs > 0 and self.algorithm != FEDREP):
+            raise FedheiError(f"head-epochs is {self.head_epochs:g}; it is the fedrep algorithm's head training (>= 0) "
+                              f"and must be 0 with algorithm '{self.algorithm}'")
 
     def to_config(self) -> dict[str, Any]:
         return {
             "sharing": self.sharing.value,
             "pruning": self.pruning.value,
             "finetune-before-eval": self.finetune_before_eval,
+            "algorithm": self.algorithm,
             "head-epochs": float(self.head_epochs),
         }
 
@@ -56,13 +73,15 @@ class ClientPolicy:
             sharing=Sharing(values["sharing"]),
             pruning=Pruning(values["pruning"]),
             finetune_before_eval=bool(values["finetune-before-eval"]),
+            algorithm=str(values["algorithm"]),
             head_epochs=float(values["head-epochs"]),
         )
 
     @property
     def adapts_before_export(self) -> bool:
         """Every strategy but plain FedAvg ends with a local round on the final global model."""
-        return self.finetune_before_eval or self.sharing is not Sharing.ALL or self.pruning is not Pruning.NONE
+        return (self.finetune_before_eval or self.sharing is not Sharing.ALL or self.pruning is not Pruning.NONE
+                or self.algorithm != PLAIN)
 
     @property
     def uses_roles(self) -> bool:

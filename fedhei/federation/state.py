@@ -16,6 +16,9 @@ class ClientState:
 
     personal: dict[str, torch.Tensor] = field(default_factory=dict)
     masks: dict[str, torch.Tensor] = field(default_factory=dict)
+    # A client-side algorithm's own tensors (Ditto's personal model, FedALA's local layers and
+    # weights), kept here so a resumed run continues from exactly what the next round needs.
+    algorithm: dict[str, torch.Tensor] = field(default_factory=dict)
     roles: RoleMap | None = None
     step: int = 0
     classified_round: int = 0
@@ -25,6 +28,7 @@ class ClientState:
         """Flat tensors for a state store (masks as uint8, so any store can hold them)."""
         flat = {f"personal/{name}": value for name, value in self.personal.items()}
         flat.update({f"mask/{name}": value.to(torch.uint8) for name, value in self.masks.items()})
+        flat.update({f"algorithm/{name}": value for name, value in self.algorithm.items()})
         return flat
 
     def meta(self) -> dict[str, Any]:
@@ -40,6 +44,7 @@ class ClientState:
         return cls(
             personal={k.removeprefix("personal/"): v for k, v in tensors.items() if k.startswith("personal/")},
             masks={k.removeprefix("mask/"): v.bool() for k, v in tensors.items() if k.startswith("mask/")},
+            algorithm={k.removeprefix("algorithm/"): v for k, v in tensors.items() if k.startswith("algorithm/")},
             roles=RoleMap.from_dict(meta["roles"]) if meta.get("roles") else None,
             step=int(meta["step"]),
             classified_round=int(meta["classified-round"]),

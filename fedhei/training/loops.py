@@ -8,6 +8,7 @@ its architecture adapter) turns a batch into flat logits and labels.
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -55,6 +56,13 @@ class ArrayBatches:
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    def subset(self, indices: np.ndarray) -> ArrayBatches:
+        """The same batches over some of these images (FedALA learns its weights on a sample)."""
+        chosen = copy.copy(self)
+        index = torch.from_numpy(np.asarray(indices, dtype=np.int64))
+        chosen.images, chosen.labels = self.images[index], self.labels[index]
+        return chosen
 
     def batches(
         self, batch_size: int, shuffle: bool = False, seed: int = 0, augment: bool = False
@@ -110,10 +118,12 @@ def train(
     device: torch.device | None = None,
     trainable: set[str] | None = None,
     on_step: Callable[[int, int, float], None] | None = None,
+    regularizer: Callable[[nn.Module], torch.Tensor] | None = None,
 ) -> dict[str, float]:
     """AdamW with a cosine schedule over ``settings.epochs`` (fractions allowed).
 
     ``trainable`` limits which parameters move (FedRep trains head and body in turns).
+    ``regularizer(model)`` is added to the loss (Ditto's pull toward the global model).
     ``on_step(step, total_steps, loss)`` drives a progress display.
     Returns the mean training loss (per prediction: per image or per token) and the
     number of examples seen.
@@ -135,6 +145,8 @@ def train(
     while step < total_steps:
         for inputs, targets in data.batches(settings.batch_size, shuffle=True, seed=seeding.seed_for(seed, "epoch", epoch), augment=settings.augment):
             loss = task.loss(model, inputs.to(device), targets.to(device))
+            if regularizer is not None:
+                loss = loss + regularizer(model)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
