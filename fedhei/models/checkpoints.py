@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
@@ -15,10 +16,23 @@ from fedhei.errors import FedheiError
 from fedhei.models.registry import create_model
 
 
+def _canonical(serialized: bytes) -> bytes:
+    """The same safetensors file with its JSON header's keys sorted.
+
+    safetensors writes the metadata in hash-map order, which changes from process to
+    process; sorted, the same model and metadata always give the same bytes.
+    """
+    length = int.from_bytes(serialized[:8], "little")
+    header = json.dumps(json.loads(serialized[8 : 8 + length]), sort_keys=True, separators=(",", ":")).encode()
+    header += b" " * (-len(header) % 8)
+    return len(header).to_bytes(8, "little") + header + serialized[8 + length :]
+
+
 def save_checkpoint(model: nn.Module, path: Path | str, metadata: dict[str, str] | None = None) -> None:
-    """Write the state dict as safetensors, atomically (no pickle, no half-written file)."""
+    """Write the state dict as safetensors, atomically (no pickle, no half-written file), byte-reproducibly."""
     tensors = {key: value.detach().contiguous().cpu() for key, value in model.state_dict().items()}
-    atomic.write_with(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata or {}), suffix=".safetensors")
+    serialized = _canonical(save(tensors, metadata=metadata or {}))
+    atomic.write_with(path, lambda tmp: tmp.write_bytes(serialized), suffix=".safetensors")
 
 
 def read_metadata(path: Path | str) -> dict[str, str]:
