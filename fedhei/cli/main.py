@@ -59,6 +59,8 @@ def _data(args: argparse.Namespace) -> int:
 
 def _pretrain_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="vit-tiny-c10", help="model name (fedhei or timm)")
+    parser.add_argument("--recipe", default="augmented",
+                        help="augmented: RandAugment, Mixup/CutMix, label smoothing, warm-up, EMA; plain: crop and flip")
     parser.add_argument("--epochs", type=float, default=10.0)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--batch-size", type=int, default=128)
@@ -76,6 +78,7 @@ def _pretrain(args: argparse.Namespace) -> int:
 
     spec = PretrainSpec(
         model=args.model,
+        recipe=args.recipe,
         epochs=args.epochs,
         batch_size=args.batch_size,
         lr=args.lr,
@@ -86,8 +89,9 @@ def _pretrain(args: argparse.Namespace) -> int:
     data = load_cifar10(args.data or None)
     result = pretrain(data, spec, out=args.out, device=args.device)
     origin = "cached" if result.cached else "trained"
-    print(f"{spec.model}: test accuracy {result.test_accuracy:.4f} ({origin}; {result.train_images} training images, "
-          f"{result.seconds:.0f} s of training) -> {result.path}")
+    timing = "training time not recorded" if result.seconds is None else f"{result.seconds:.0f} s of training"
+    print(f"{spec.model}: test accuracy {result.test_accuracy:.4f} ({origin}, {spec.recipe} recipe; "
+          f"{result.train_images} training images, {timing}) -> {result.path}")
     return 0
 
 
