@@ -17,8 +17,10 @@ from typing import Any
 
 from fedhei.data.partition import PartitionKind, PartitionSpec
 from fedhei.errors import FedheiError
+from fedhei.training.distill import DistillSettings
 from fedhei.training.loops import TrainSettings
 from fedhei.training.pretrain import PretrainSpec
+from fedhei.training.recipes import RECIPES
 
 _CHOICES: dict[str, tuple[str, ...]] = {
     "partition": tuple(kind.value for kind in PartitionKind),
@@ -28,6 +30,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "shared-layers": ("per-client", "consensus"),
     "state-store": ("context", "disk"),
     "export-pruning": ("unstructured", "structured"),
+    "pretrain-recipe": tuple(RECIPES),
 }
 
 
@@ -55,8 +58,10 @@ class Scenario:
     # The shared base model.
     model: str = "vit-tiny-c10"
     base_model: str = ""
+    pretrain_recipe: str = "augmented"
     pretrain_epochs: float = 30.0
     pretrain_lr: float = 2e-3
+    pretrain_batch_size: int = 128
     # Local training on each client.
     local_epochs: float = 1.0
     max_local_steps: int = 0
@@ -76,6 +81,10 @@ class Scenario:
     reclassify_every: int = 0
     shared_layers: str = "per-client"
     export_pruning: str = "unstructured"
+    # The final local round recovers from pruning by distillation from the unpruned model.
+    distill: bool = False
+    distill_temperature: float = 4.0
+    distill_alpha: float = 0.5
     # Where per-client state lives between rounds.
     state_store: str = "context"
     state_dir: str = ""
@@ -85,7 +94,8 @@ class Scenario:
             value = getattr(self, _attr(key))
             if value not in allowed:
                 raise FedheiError(f"{key} is '{value}'; choose one of: {', '.join(allowed)}")
-        positive = ("num-server-rounds", "num-clients", "batch-size", "pruning-steps", "calibration-batches")
+        positive = ("num-server-rounds", "num-clients", "batch-size", "pruning-steps", "calibration-batches",
+                    "pretrain-batch-size")
         for key in positive:
             if getattr(self, _attr(key)) < 1:
                 raise FedheiError(f"{key} is {getattr(self, _attr(key))}; it must be at least 1")
@@ -101,6 +111,7 @@ class Scenario:
         # Built here so a bad split or model name fails at parse time, not inside a worker.
         self.partition_spec()
         self.pretrain_spec()
+        DistillSettings(temperature=self.distill_temperature, alpha=self.distill_alpha)
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> Scenario:
@@ -153,8 +164,10 @@ class Scenario:
     def pretrain_spec(self) -> PretrainSpec:
         return PretrainSpec(
             model=self.model,
+            recipe=self.pretrain_recipe,
             epochs=self.pretrain_epochs,
             lr=self.pretrain_lr,
+            batch_size=self.pretrain_batch_size,
             seed=self.seed,
             public_fraction=self.public_fraction,
         )
