@@ -31,7 +31,7 @@ def test_pretrain_on_synthetic_beats_chance_and_is_cached(tmp_path: Path) -> Non
 
 def test_the_same_settings_pretrain_byte_identical_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     data = make_synthetic(num_train=1200, num_test=200)
-    spec = PretrainSpec(model="vit-micro", recipe="augmented", epochs=0.4, batch_size=64, public_fraction=0.5)
+    spec = PretrainSpec(model="vit-micro", recipe="deit", epochs=0.4, batch_size=64, public_fraction=0.5)
     files = []
     for name in ("first", "second"):
         monkeypatch.setenv("FEDHEI_CACHE", str(tmp_path / name))
@@ -50,18 +50,17 @@ def test_the_same_settings_pretrain_byte_identical_files(tmp_path: Path, monkeyp
 
 def test_every_recipe_setting_is_part_of_the_cache_key(monkeypatch: pytest.MonkeyPatch) -> None:
     data = make_synthetic(num_train=100, num_test=20)
-    augmented = PretrainSpec(model="vit-micro", recipe="augmented")
-    plain = dataclasses.replace(augmented, recipe="plain")
-    before = cached_path(data, augmented)
-    assert before != cached_path(data, plain)
-    assert before != cached_path(data, dataclasses.replace(augmented, batch_size=256))
-    edited = dataclasses.replace(RECIPES["augmented"], mixup_alpha=0.2)
-    monkeypatch.setitem(recipes.RECIPES, "augmented", edited)
-    assert cached_path(data, augmented) != before
+    smooth = PretrainSpec(model="vit-micro", recipe="smooth")
+    before = cached_path(data, smooth)
+    assert len({before, *(cached_path(data, dataclasses.replace(smooth, recipe=name)) for name in RECIPES)}) == len(RECIPES)
+    assert before != cached_path(data, dataclasses.replace(smooth, batch_size=256))
+    edited = dataclasses.replace(RECIPES["smooth"], ema_decay=0.99)
+    monkeypatch.setitem(recipes.RECIPES, "smooth", edited)
+    assert cached_path(data, smooth) != before
 
 
-def test_the_augmented_recipe_runs_every_piece_and_learns() -> None:
-    recipe = RECIPES["augmented"]
+def test_the_deit_recipe_runs_every_piece() -> None:
+    recipe = RECIPES["deit"]
     assert recipe.randaugment and recipe.mixes and recipe.label_smoothing > 0 and recipe.ema_decay > 0
     assert recipe.warmup_fraction > 0
     data = make_synthetic(num_train=1000, num_test=10)
@@ -79,7 +78,7 @@ def test_the_augmented_recipe_runs_every_piece_and_learns() -> None:
 
 def test_augmentation_changes_images_but_not_their_shape() -> None:
     images = make_synthetic(num_train=16, num_test=1).train.images
-    out = recipes._Augment(RECIPES["augmented"])(images)
+    out = recipes._Augment(RECIPES["smooth-ra"])(images)
     assert out.shape == images.shape and out.dtype == np.uint8
     assert not np.array_equal(out, images)
 
@@ -101,7 +100,7 @@ def test_pretrain_command_writes_a_loadable_base_model(tmp_path: Path, fedhei_cl
     result = fedhei_cli("pretrain", "--data", "synthetic", "--model", "vit-micro", "--epochs", "0.2",
                         "--public-fraction", "0.5", "--out", str(out))
     assert result.returncode == 0, result.stderr
-    assert "test accuracy" in result.stdout and "augmented recipe" in result.stdout
+    assert "test accuracy" in result.stdout and "smooth recipe" in result.stdout
     assert load_checkpoint(out).num_classes == 10
 
 

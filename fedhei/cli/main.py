@@ -59,8 +59,9 @@ def _data(args: argparse.Namespace) -> int:
 
 def _pretrain_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="vit-tiny-c10", help="model name (fedhei or timm)")
-    parser.add_argument("--recipe", default="augmented",
-                        help="augmented: RandAugment, Mixup/CutMix, label smoothing, warm-up, EMA; plain: crop and flip")
+    parser.add_argument("--recipe", default="smooth",
+                        help="smooth (label smoothing, warm-up, EMA), smooth-ra (and RandAugment), deit (and Mixup/CutMix), "
+                             "or plain (crop and flip only, fedhei's first recipe)")
     parser.add_argument("--epochs", type=float, default=10.0)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--batch-size", type=int, default=128)

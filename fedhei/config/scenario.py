@@ -58,7 +58,7 @@ class Scenario:
     # The shared base model.
     model: str = "vit-tiny-c10"
     base_model: str = ""
-    pretrain_recipe: str = "augmented"
+    pretrain_recipe: str = "smooth"
     pretrain_epochs: float = 30.0
     pretrain_lr: float = 2e-3
     pretrain_batch_size: int = 128

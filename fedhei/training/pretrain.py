@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 class PretrainSpec:
     model: str = "vit-tiny-c10"
     # A name in RECIPES: how the model is regularized (augmentation, soft targets, warm-up, EMA).
-    recipe: str = "augmented"
+    recipe: str = "smooth"
     epochs: float = 10.0
     batch_size: int = 128
     lr: float = 2e-3
