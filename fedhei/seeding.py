@@ -11,6 +11,7 @@ same numbers whatever order Ray runs the clients in.
 from __future__ import annotations
 
 import hashlib
+import random
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -54,3 +55,22 @@ def torch_seeded(seed: int, purpose: str, *ids: int) -> Iterator[None]:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed_for(seed, purpose, *ids))
         yield
+
+
+@contextmanager
+def all_seeded(seed: int, purpose: str, *ids: int) -> Iterator[None]:
+    """Run a block with torch's, NumPy's and Python's global generators on the named stream, then restore them.
+
+    For library code that draws from all three and takes no generator (timm's
+    Mixup and RandAugment use NumPy's and Python's ``random``).
+    """
+    sequence = _sequence(seed, purpose, ids)
+    numpy_state, python_state = np.random.get_state(), random.getstate()
+    np.random.seed(sequence.generate_state(4))
+    random.seed(int(sequence.generate_state(2, dtype=np.uint64)[1]))
+    try:
+        with torch_seeded(seed, purpose, *ids):
+            yield
+    finally:
+        np.random.set_state(numpy_state)
+        random.setstate(python_state)

@@ -46,3 +46,25 @@ def test_torch_generators_repeat_per_stream() -> None:
     first = torch.randperm(50, generator=seeding.torch_generator(0, "drops", 4))
     torch.testing.assert_close(first, torch.randperm(50, generator=seeding.torch_generator(0, "drops", 4)))
     assert not torch.equal(first, torch.randperm(50, generator=seeding.torch_generator(0, "drops", 5)))
+
+
+def test_all_seeded_repeats_every_global_generator_and_restores_them() -> None:
+    import random
+
+    def draw() -> tuple[float, float, float]:
+        return float(torch.rand(1)), float(np.random.rand()), random.random()
+
+    torch.manual_seed(3)
+    np.random.seed(3)
+    random.seed(3)
+    expected_next = draw()
+    torch.manual_seed(3)
+    np.random.seed(3)
+    random.seed(3)
+    with seeding.all_seeded(0, "augment", 2):
+        inside = draw()
+    with seeding.all_seeded(0, "augment", 2):
+        assert draw() == inside
+    with seeding.all_seeded(0, "augment", 3):
+        assert draw() != inside
+    assert draw() == expected_next

@@ -63,6 +63,9 @@ def _data(args: argparse.Namespace) -> int:
 
 def _pretrain_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="vit-tiny-c10", help="model name (fedhei or timm)")
+    parser.add_argument("--recipe", default="smooth",
+                        help="smooth (label smoothing, warm-up, EMA), smooth-ra (and RandAugment), deit (and Mixup/CutMix), "
+                             "or plain (crop and flip only, fedhei's first recipe)")
     parser.add_argument("--epochs", type=float, default=10.0)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--batch-size", type=int, default=128)
@@ -80,6 +83,7 @@ def _pretrain(args: argparse.Namespace) -> int:
 
     spec = PretrainSpec(
         model=args.model,
+        recipe=args.recipe,
         epochs=args.epochs,
         batch_size=args.batch_size,
         lr=args.lr,
@@ -90,8 +94,9 @@ def _pretrain(args: argparse.Namespace) -> int:
     data = load_cifar10(args.data or None)
     result = pretrain(data, spec, out=args.out, device=args.device)
     origin = "cached" if result.cached else "trained"
-    print(f"{spec.model}: test accuracy {result.test_accuracy:.4f} ({origin}; {result.train_images} training images, "
-          f"{result.seconds:.0f} s of training) -> {result.path}")
+    timing = "training time not recorded" if result.seconds is None else f"{result.seconds:.0f} s of training"
+    print(f"{spec.model}: test accuracy {result.test_accuracy:.4f} ({origin}, {spec.recipe} recipe; "
+          f"{result.train_images} training images, {timing}) -> {result.path}")
     return 0
 
 

@@ -24,8 +24,10 @@ from fedhei.method.scoring import SENSING_DESIGNS, build_scorer, check_federated
 from fedhei.models.language import tokenizer_for
 from fedhei.models.registry import task_name
 from fedhei.training.device import check_device_name
+from fedhei.training.distill import DistillSettings
 from fedhei.training.loops import TrainSettings
 from fedhei.training.pretrain import PretrainSpec
+from fedhei.training.recipes import RECIPES
 from fedhei.training.tasks import LANGUAGE_MODELING
 
 # When each client's model is also measured on the whole test set, weighted by its label proportions.
@@ -40,6 +42,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "export-pruning": ("unstructured", "structured"),
     "upload-precision": tuple(precision.value for precision in Precision),
     "weighted-eval": WEIGHTED_EVAL_CHOICES,
+    "pretrain-recipe": tuple(RECIPES),
 }
 # Comma-separated settings, which a TOML file may also give as a list (a Flower run config holds no lists).
 _LIST_KEYS = ("seeds", "compare-to")
@@ -96,8 +99,10 @@ class Scenario:
     base_seed: int = 0
     # Pre-train one base model per run seed instead (slice and pre-training then follow `seed`).
     base_per_seed: bool = False
+    pretrain_recipe: str = "smooth"
     pretrain_epochs: float = 30.0
     pretrain_lr: float = 2e-3
+    pretrain_batch_size: int = 128
     # Local training on each client.
     local_epochs: float = 1.0
     max_local_steps: int = 0
@@ -118,6 +123,10 @@ class Scenario:
     reclassify_every: int = 0
     shared_layers: str = "per-client"
     export_pruning: str = "unstructured"
+    # The final local round recovers from pruning by distillation from the unpruned model.
+    distill: bool = False
+    distill_temperature: float = 4.0
+    distill_alpha: float = 0.5
     # Where per-client state lives between rounds: "disk" (under the run directory, so a killed
     # run can resume) or "context" (Flower's in-memory context.state, lost with the process).
     state_store: str = "disk"
@@ -150,7 +159,7 @@ class Scenario:
                 raise FedheiError(f"{key} is '{value}'; choose one of: {', '.join(allowed)}")
         check_federated_scorer(self.scorer)
         positive = ("num-server-rounds", "num-clients", "batch-size", "pruning-steps", "calibration-batches",
-                    "ala-layers", "ala-start-epochs")
+                    "ala-layers", "ala-start-epochs", "pretrain-batch-size")
         for key in positive:
             if getattr(self, _attr(key)) < 1:
                 raise FedheiError(f"{key} is {getattr(self, _attr(key))}; it must be at least 1")
@@ -233,6 +242,7 @@ class Scenario:
                 raise
             raise FedheiError(f"prob is {self.prob:g}, but scorer '{self.scorer}' perturbs each layer by random pruning "
                               "at ratio prob, which needs a prob in (0, 1)") from error
+        DistillSettings(temperature=self.distill_temperature, alpha=self.distill_alpha)
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> Scenario:
@@ -322,8 +332,10 @@ class Scenario:
     def pretrain_spec(self) -> PretrainSpec:
         return PretrainSpec(
             model=self.model,
+            recipe=self.pretrain_recipe,
             epochs=self.pretrain_epochs,
             lr=self.pretrain_lr,
+            batch_size=self.pretrain_batch_size,
             seed=self.pretrain_seed,
             public_fraction=self.public_fraction,
         )

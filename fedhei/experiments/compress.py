@@ -95,6 +95,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     budget.add_argument("--batch-size", type=int, default=64)
     budget.add_argument("--device", default="auto")
 
+    teacher = parser.add_argument_group("distillation")
+    teacher.add_argument("--distill", action="store_true",
+                         help="recover with the unpruned model as teacher (soft targets plus labels), not labels alone")
+    teacher.add_argument("--distill-temperature", type=float, default=4.0, help="softens teacher and student")
+    teacher.add_argument("--distill-alpha", type=float, default=0.5, help="weight of the soft targets; labels get 1 - this")
+
     output = parser.add_argument_group("output")
     output.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results JSON")
     output.add_argument("--save-models", type=Path, help="keep every pruned checkpoint in this folder")
@@ -314,12 +320,21 @@ def _matched_uniform_prob(model: Any, ratios: dict[str, float]) -> float:
     return sum(ratios[name] * size for name, size in sizes.items()) / sum(sizes.values())
 
 
+def _distillation(args: argparse.Namespace) -> Any:
+    """The ``--distill`` settings, checked before any training; None without ``--distill``."""
+    from fedhei.training.distill import DistillSettings
+
+    settings = DistillSettings(temperature=args.distill_temperature, alpha=args.distill_alpha)
+    return settings if args.distill else None
+
+
 @dataclass
 class _Recovery:
     """Fine-tuning after each pruning step, the same total budget for every configuration.
 
     It also records the accuracy right after the final pruning step, before its
-    fine-tuning: the damage that step buffering is meant to soften.
+    fine-tuning: the damage that step buffering is meant to soften. With
+    ``distillation`` set, the fine-tuning distills from ``teacher`` (the unpruned model).
     """
 
     train_data: Any
@@ -329,6 +344,8 @@ class _Recovery:
     batch_size: int
     lr: float
     seed: int
+    distillation: Any = None
+    teacher: Any = None
 
     def accuracy(self, model: Any) -> float:
         from fedhei.training.loops import evaluate
@@ -344,7 +361,13 @@ class _Recovery:
         if self.epochs > 0:
             settings = TrainSettings(epochs=self.epochs / steps, batch_size=self.batch_size, lr=self.lr)
             seed = seeding.seed_for(self.seed, "compress-recovery", step)
-            train(model, self.train_data, settings, masks=masks, seed=seed, device=self.device)
+            if self.distillation is not None:
+                from fedhei.training.distill import distill
+
+                distill(model, self.teacher, self.train_data, settings, self.distillation, masks=masks, seed=seed,
+                        device=self.device)
+            else:
+                train(model, self.train_data, settings, masks=masks, seed=seed, device=self.device)
 
 
 def _prune(config: Config, personal: Any, ratios: dict[str, float], recovery: _Recovery, path: Path,
@@ -390,6 +413,7 @@ def main(args: argparse.Namespace) -> int:
     from fedhei.training.loops import batches_for, evaluate
 
     probs = _validate(args)
+    distillation = _distillation(args)
     scorer = build_scorer(args.scorer, signal=args.signal, measurements=args.measurements, solver=args.solver,
                           design=args.design)
     compared = _compared_scorers(args)
@@ -400,11 +424,13 @@ def main(args: argparse.Namespace) -> int:
     base.to(device)
     train_data = batches_for(base, data.train, user.train)
     test_data = batches_for(base, data.test, user.test)
-    recovery = _Recovery(train_data, test_data, device, args.recovery_epochs, args.batch_size, args.lr, args.seed)
+    recovery = _Recovery(train_data, test_data, device, args.recovery_epochs, args.batch_size, args.lr, args.seed,
+                         distillation)
 
     base_accuracy = evaluate(base, test_data, device=device)["accuracy"]
     personal = _personalize(base, train_data, args, device)
     personal_accuracy = recovery.accuracy(personal)
+    recovery.teacher = personal
 
     calibration = _calibration(train_data, args)
     started = time.perf_counter()

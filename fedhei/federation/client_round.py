@@ -7,6 +7,7 @@ deployment engine and in plain unit tests.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from functools import lru_cache
 from itertools import islice
@@ -187,7 +188,8 @@ def local_round(job: ClientJob, global_arrays: Arrays, state: ClientState | None
         ratios = {name: cubic_ratio(target, step, job.scenario.pruning_steps) for name, target in targets.items()}
         masks = magnitude_masks(model, ratios)
     algorithm = algorithm_for(job.policy.algorithm)
-    work = LocalTraining(job.scenario, job.policy, job.seed, model, data.train, masks, state)
+    teacher = copy.deepcopy(model) if job.complete_schedule and job.scenario.distill and masks else None
+    work = LocalTraining(job.scenario, job.policy, job.seed, model, data.train, masks, state, teacher)
     trained = algorithm.finetune(work) if job.complete_schedule else algorithm.train(work)
     metrics = dict(trained.metrics)
     personalized = roles.personalized() if roles is not None else []

@@ -99,6 +99,10 @@ def batches_for(model: nn.Module, split: Split, indices: np.ndarray | None = Non
     return ArrayBatches(split, indices, image_size=input_size(model))
 
 
+# A training loss from the model, a batch's inputs and its targets.
+Objective = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
 def apply_masks(model: nn.Module, masks: Masks | None) -> None:
     """Zero every pruned weight; called after each optimizer step so pruned stays pruned."""
     if not masks:
@@ -119,11 +123,13 @@ def train(
     trainable: set[str] | None = None,
     on_step: Callable[[int, int, float], None] | None = None,
     regularizer: Callable[[nn.Module], torch.Tensor] | None = None,
+    objective: Objective | None = None,
 ) -> dict[str, float]:
     """AdamW with a cosine schedule over ``settings.epochs`` (fractions allowed).
 
     ``trainable`` limits which parameters move (FedRep trains head and body in turns).
     ``regularizer(model)`` is added to the loss (Ditto's pull toward the global model).
+    ``objective(model, inputs, targets)`` replaces the task's loss (distillation's soft targets).
     ``on_step(step, total_steps, loss)`` drives a progress display.
     Returns the mean training loss (per prediction: per image or per token) and the
     number of examples seen.
@@ -144,7 +150,7 @@ def train(
     losses, seen, step, epoch = [], 0, 0, 0
     while step < total_steps:
         for inputs, targets in data.batches(settings.batch_size, shuffle=True, seed=seeding.seed_for(seed, "epoch", epoch), augment=settings.augment):
-            loss = task.loss(model, inputs.to(device), targets.to(device))
+            loss = (objective or task.loss)(model, inputs.to(device), targets.to(device))
             if regularizer is not None:
                 loss = loss + regularizer(model)
             optimizer.zero_grad(set_to_none=True)

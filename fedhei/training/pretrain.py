@@ -2,20 +2,26 @@
 
 Without hub access a federation still needs a pre-trained starting point; fedhei
 trains one on the public slice and caches it under a hash of everything that
-decides it (model, schedule, seed, slice, data content), so scenarios that agree
-on those share one base model and never pre-train twice.
+decides it (model, recipe and every setting it names, schedule, seed, slice, data
+content), so scenarios that agree on those share one base model and never
+pre-train twice. The same settings give a byte-identical file: initialization and
+training draw from named seeded streams, and the wall-clock time lives in a
+sidecar JSON beside the cached file, never in the checkpoint.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 from timm.models.vision_transformer import VisionTransformer
 
+from fedhei import atomic, seeding
 from fedhei.cache import cache_dir, config_hash
 from fedhei.data.cifar10 import Cifar10
 from fedhei.data.partition import public_slice
@@ -24,7 +30,8 @@ from fedhei.models.checkpoints import load_checkpoint, read_metadata, save_check
 from fedhei.models.registry import create_model, resolve_model_name
 from fedhei.reporting.progress import progress_bar
 from fedhei.training.device import pick_device
-from fedhei.training.loops import TrainSettings, batches_for, evaluate, train
+from fedhei.training.loops import batches_for, evaluate
+from fedhei.training.recipes import RECIPES, Recipe, Schedule, train_with_recipe
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +39,8 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class PretrainSpec:
     model: str = "vit-tiny-c10"
+    # A name in RECIPES: how the model is regularized (augmentation, soft targets, warm-up, EMA).
+    recipe: str = "smooth"
     epochs: float = 10.0
     batch_size: int = 128
     lr: float = 2e-3
@@ -45,18 +54,29 @@ class PretrainSpec:
         for name in ("epochs", "lr", "public_fraction"):
             object.__setattr__(self, name, float(getattr(self, name)))
         resolve_model_name(self.model)
+        if self.recipe not in RECIPES:
+            raise FedheiError(f"pretrain recipe is '{self.recipe}'; choose one of: {', '.join(RECIPES)}")
         if not self.epochs > 0:
             raise FedheiError(f"pretrain epochs is {self.epochs}; it must be > 0")
+        if not self.lr > 0:
+            raise FedheiError(f"pretrain lr is {self.lr}; it must be > 0")
+        if self.batch_size < 2:
+            raise FedheiError(f"pretrain batch size is {self.batch_size}; it must be at least 2 (Mixup pairs images)")
         if not self.all_train and not 0 < self.public_fraction < 1:
             raise FedheiError(f"public-fraction is {self.public_fraction}; pre-training needs a public slice in (0, 1), "
                               "or ask for all of the training set")
+
+    @property
+    def recipe_settings(self) -> Recipe:
+        return RECIPES[self.recipe]
 
 
 @dataclass(frozen=True)
 class PretrainResult:
     path: Path
     test_accuracy: float
-    seconds: float
+    # Wall-clock training time, from the sidecar; None for a cached model that has none.
+    seconds: float | None
     train_images: int
     cached: bool
 
@@ -68,8 +88,24 @@ def training_indices(data: Cifar10, spec: PretrainSpec) -> np.ndarray:
 
 
 def cached_path(data: Cifar10, spec: PretrainSpec) -> Path:
-    key = config_hash({**asdict(spec), "data": data.fingerprint})
+    """The cache file; its key holds the recipe's settings, so editing a recipe retrains."""
+    key = config_hash({**asdict(spec), "recipe-settings": asdict(spec.recipe_settings), "data": data.fingerprint})
     return cache_dir() / "base" / f"{spec.model}-{key}.safetensors"
+
+
+def timing_path(checkpoint: Path) -> Path:
+    """The sidecar holding a checkpoint's training time, kept out of the checkpoint so that it repeats byte for byte."""
+    return checkpoint.with_name(f"{checkpoint.stem}.timing.json")
+
+
+def _recorded_seconds(checkpoint: Path) -> float | None:
+    sidecar = timing_path(checkpoint)
+    if not sidecar.is_file():
+        return None
+    try:
+        return float(json.loads(sidecar.read_text(encoding="utf-8"))["seconds"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def pretrain(data: Cifar10, spec: PretrainSpec, out: Path | None = None, device: str = "auto") -> PretrainResult:
@@ -79,32 +115,36 @@ def pretrain(data: Cifar10, spec: PretrainSpec, out: Path | None = None, device:
         metadata = read_metadata(cache_file)
         if out is not None and out.resolve() != cache_file.resolve():
             save_checkpoint(load_checkpoint(cache_file), out, metadata)
-        return PretrainResult(out or cache_file, float(metadata["test-accuracy"]), float(metadata["seconds"]),
+        return PretrainResult(out or cache_file, float(metadata["test-accuracy"]), _recorded_seconds(cache_file),
                               int(metadata["train-images"]), cached=True)
 
-    model = create_model(spec.model).to(pick_device(device))
+    with seeding.torch_seeded(spec.seed, "pretrain-init"):
+        model = create_model(spec.model)
+    model.to(pick_device(device))
     indices = training_indices(data, spec)
-    train_batches = batches_for(model, data.train, indices)
-    settings = TrainSettings(epochs=spec.epochs, batch_size=spec.batch_size, lr=spec.lr)
+    schedule = Schedule(epochs=spec.epochs, batch_size=spec.batch_size, lr=spec.lr)
     started = time.perf_counter()
     with progress_bar() as bar:
-        task = bar.add_task(f"pretrain {spec.model}", total=None, status="")
+        task = bar.add_task(f"pretrain {spec.model} ({spec.recipe})", total=None, status="")
 
         def on_step(step: int, total: int, loss: float) -> None:
             bar.update(task, completed=step, total=total, status=f"loss {loss:.3f}")
 
-        train(model, train_batches, settings, seed=spec.seed, on_step=on_step)
+        train_with_recipe(model, data.train.images[indices], data.train.labels[indices], spec.recipe_settings,
+                          schedule, seed=spec.seed, on_step=on_step)
     seconds = time.perf_counter() - started
     accuracy = evaluate(model, batches_for(model, data.test))["accuracy"]
     metadata = {
         "model": spec.model,
         "test-accuracy": f"{accuracy:.6f}",
-        "seconds": f"{seconds:.1f}",
         "train-images": str(len(indices)),
         "spec": str(asdict(spec)),
+        "recipe-settings": str(asdict(spec.recipe_settings)),
         "data": data.fingerprint,
     }
     save_checkpoint(model, cache_file, metadata)
+    atomic.write_json(timing_path(cache_file), {"seconds": round(seconds, 1), "device": str(pick_device(device)),
+                                               "threads": torch.get_num_threads()})
     if out is not None:
         save_checkpoint(model, out, metadata)
     log.info("pre-trained %s: test accuracy %.4f in %.0f s", spec.model, accuracy, seconds)

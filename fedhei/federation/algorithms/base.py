@@ -19,7 +19,8 @@ from torch import nn
 from fedhei.config.scenario import Scenario
 from fedhei.federation.policy import HEAD_PREFIX, PLAIN, ClientPolicy
 from fedhei.federation.state import ClientState
-from fedhei.training.loops import ArrayBatches, train
+from fedhei.training.distill import DistillSettings, objective
+from fedhei.training.loops import ArrayBatches, Objective, train
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,9 @@ class LocalTraining:
     masks: Mapping[str, torch.Tensor]
     # What this client kept from its last round; None the first time.
     state: ClientState | None
+    # With ``distill``, the final round's model before its last pruning step: the teacher the
+    # pruned model fine-tunes against.
+    teacher: nn.Module | None = None
 
     def parameter_names(self) -> set[str]:
         return {name for name, _ in self.model.named_parameters()}
@@ -46,6 +50,13 @@ class LocalTraining:
 
     def saved(self, prefix: str) -> dict[str, torch.Tensor]:
         return saved(self.state, prefix)
+
+    def final_objective(self) -> Objective | None:
+        """Distillation from the teacher when there is one; else the task's own loss."""
+        if self.teacher is None:
+            return None
+        settings = DistillSettings(temperature=self.scenario.distill_temperature, alpha=self.scenario.distill_alpha)
+        return objective(self.teacher, settings)
 
 
 @dataclass(frozen=True)
@@ -66,8 +77,12 @@ class ClientAlgorithm:
         return Trained(train(work.model, work.data, work.scenario.train_settings(), work.masks, seed=work.seed))
 
     def finetune(self, work: LocalTraining) -> Trained:
-        """The final local round before export; by default one more round of the same training."""
-        return self.train(work)
+        """The final local round before export: one more round of the same training, distilled
+        from the unpruned model with ``distill``."""
+        if work.teacher is None:
+            return self.train(work)
+        return Trained(train(work.model, work.data, work.scenario.train_settings(), work.masks, seed=work.seed,
+                             objective=work.final_objective()))
 
     def kept_model(self, model: nn.Module, scenario: Scenario, state: ClientState | None) -> nn.Module:
         """The model this client uses between rounds (what a round's evaluation scores), from the

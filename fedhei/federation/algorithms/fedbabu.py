@@ -35,4 +35,4 @@ class FedBABUTraining(ClientAlgorithm):
     def finetune(self, work: LocalTraining) -> Trained:
         trainable = None if work.scenario.babu_finetune_body else work.head_names()
         return Trained(train(work.model, work.data, work.scenario.train_settings(), work.masks, seed=work.seed,
-                             trainable=trainable))
+                             trainable=trainable, objective=work.final_objective()))
