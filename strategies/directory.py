@@ -8,6 +8,7 @@ samples, records and aggregates by partition id only.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -21,6 +22,10 @@ POLL_INTERVAL_S = 0.02
 # The roll call also waits for every worker to start and load its data, which can take
 # minutes on a busy machine; a round's own timeout is for the rounds.
 ROLL_CALL_TIMEOUT_S = 900.0
+# Set by whoever runs the simulation once its engine has ended, normally or not: a server
+# thread still waiting for replies then gives up at once instead of holding the process
+# (Flower's server thread is not a daemon) until its timeout.
+ENGINE_STOPPED = threading.Event()
 
 
 def exchange(grid: Grid, messages: Sequence[Message], timeout: float, on_reply: Callable[[Message], None] | None = None) -> list[Message]:
@@ -32,7 +37,7 @@ def exchange(grid: Grid, messages: Sequence[Message], timeout: float, on_reply: 
     pending = set(grid.push_messages(messages))
     deadline = time.monotonic() + timeout
     replies: list[Message] = []
-    while pending and time.monotonic() < deadline:
+    while pending and time.monotonic() < deadline and not ENGINE_STOPPED.is_set():
         arrived = list(grid.pull_messages(pending))
         for reply in arrived:
             pending.discard(reply.metadata.reply_to_message_id)
@@ -63,7 +68,7 @@ class ClientDirectory:
         that does not hold 0..num-clients-1 once each."""
         deadline = time.monotonic() + timeout
         nodes = sorted(grid.get_node_ids())
-        while len(nodes) < num_clients and time.monotonic() < deadline:
+        while len(nodes) < num_clients and time.monotonic() < deadline and not ENGINE_STOPPED.is_set():
             time.sleep(1.0)
             nodes = sorted(grid.get_node_ids())
         question = RecordDict({"config": ConfigRecord({"ask": "partition-id"}), "scenario": scenario})

@@ -71,7 +71,9 @@ def test_compress_compares_hei_with_its_baselines(base: Path, tmp_path: Path) ->
     # Every scorer beside HEI's, against the exhaustive roles on the same model.
     compared = {row["scorer"]: row for row in report["scorers"]}
     assert set(compared) == {*SCORER_NAMES, "random roles"}
-    assert report["fusion-clients"] == [2, 3]
+    # The next clients after the user whose shards fill the calibration batches.
+    fusion = report["fusion-clients"]
+    assert len(fusion) == 2 and fusion == sorted(fusion) and fusion[0] > 1
     exhaustive = compared["exhaustive"]
     assert exhaustive["agreement-with-exhaustive"] == 1.0 and exhaustive["spearman-with-exhaustive"] == pytest.approx(1.0)
     assert exhaustive["forward-passes"] == len(layers) + 1 and compared["magnitude"]["forward-passes"] == 0

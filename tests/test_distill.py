@@ -24,9 +24,7 @@ from fedhei.training.loops import TrainSettings, batches_for
 
 
 def _micro(seed: int) -> torch.nn.Module:
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        return create_model("vit-micro")
+    return create_model("vit-micro", seed=seed)
 
 
 def test_the_loss_mixes_scaled_soft_targets_with_hard_labels() -> None:

@@ -18,8 +18,7 @@ from fedhei.models.registry import create_model, linear_layers
 
 
 def micro(seed: int) -> nn.Module:
-    with seeding.torch_seeded(seed, "test-model"):
-        return create_model("vit-micro")
+    return create_model("vit-micro", seed=seeding.seed_for(seed, "test-model"))
 
 
 @pytest.fixture(scope="module")

@@ -150,6 +150,7 @@ def run_batch(runs: Sequence[PlannedRun], verbose: bool = False, quiet: bool = F
     from flwr.simulation import run_simulation
 
     from clients.client_app import app as client_app
+    from strategies.directory import ENGINE_STOPPED
     from strategies.server_app import RunJob, server_app_for
 
     quiet_flower(verbose)
@@ -162,6 +163,7 @@ def run_batch(runs: Sequence[PlannedRun], verbose: bool = False, quiet: bool = F
     with ProgressDisplay(len(runs), quiet=quiet) as display:
         for batch in batches:
             jobs = [RunJob(run.scenario, run.run_dir, run.resume, display.observer(run.label)) for run in batch]
+            ENGINE_STOPPED.clear()
             try:
                 run_simulation(
                     server_app=server_app_for(jobs),
@@ -172,6 +174,14 @@ def run_batch(runs: Sequence[PlannedRun], verbose: bool = False, quiet: bool = F
             except RunFailed:
                 if len(runs) == 1:
                     raise
+            except RuntimeError as error:
+                # Flower ends the simulation this way when its engine fails (Ray could not start, a worker
+                # pool died); the cause is the line the user needs.
+                cause = error.__cause__ or error
+                first_line = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+                raise RunFailed(f"the simulation engine stopped: {first_line}") from error
+            finally:
+                ENGINE_STOPPED.set()
     unfinished = [(run, _status(run.run_dir)) for run in runs if _status(run.run_dir) != COMPLETE]
     if unfinished:
         shown = "; ".join(f"{run.label}: {status}" for run, status in unfinished[:3])

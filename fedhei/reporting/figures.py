@@ -9,6 +9,7 @@ and legend texts in ``figures.json``, read from the matplotlib objects themselve
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -63,11 +64,13 @@ def _short(layer: str) -> str:
 
 def _band(axis: Axes, x: np.ndarray, per_seed_values: np.ndarray, colour: tuple[float, ...], label: str) -> None:
     """Mean over seeds as a line; the range over seeds as a band when there are several."""
-    with np.errstate(all="ignore"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a round no seed evaluated stays a gap
         centre = np.nanmean(per_seed_values, axis=0)
+        low, high = np.nanmin(per_seed_values, axis=0), np.nanmax(per_seed_values, axis=0)
     axis.plot(x, centre, marker="o", color=colour, label=label)
     if per_seed_values.shape[0] > 1:
-        axis.fill_between(x, np.nanmin(per_seed_values, axis=0), np.nanmax(per_seed_values, axis=0), color=colour, alpha=0.2)
+        axis.fill_between(x, low, high, color=colour, alpha=0.2)
 
 
 def _round_key(runs: Sequence[Run]) -> str:

@@ -118,8 +118,7 @@ def pretrain(data: Cifar10, spec: PretrainSpec, out: Path | None = None, device:
         return PretrainResult(out or cache_file, float(metadata["test-accuracy"]), _recorded_seconds(cache_file),
                               int(metadata["train-images"]), cached=True)
 
-    with seeding.torch_seeded(spec.seed, "pretrain-init"):
-        model = create_model(spec.model)
+    model = create_model(spec.model, seed=seeding.seed_for(spec.seed, "pretrain-init"))
     model.to(pick_device(device))
     indices = training_indices(data, spec)
     schedule = Schedule(epochs=spec.epochs, batch_size=spec.batch_size, lr=spec.lr)

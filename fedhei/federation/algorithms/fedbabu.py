@@ -20,8 +20,7 @@ from fedhei.training.loops import train
 
 def initial_head(model_name: str, seed: int) -> dict[str, np.ndarray]:
     """The model's own initialization of its head, drawn from the (seed, "fedbabu-head") stream."""
-    with seeding.torch_seeded(seed, "fedbabu-head"):
-        model = create_model(model_name)
+    model = create_model(model_name, seed=seeding.seed_for(seed, "fedbabu-head"))
     return {name: value.detach().numpy().copy() for name, value in model.named_parameters() if name.startswith(HEAD_PREFIX)}
 
 
