@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 
 # Failure kinds, as results.json counts them.
 CRASH, DROP, TIMEOUT, INVALID = "crash", "drop", "timeout", "invalid"
+# The final export's deadline is never shorter than this (seconds): see export_timeout.
+EXPORT_MIN_TIMEOUT_S = 300.0
 
 
 @dataclass
@@ -406,9 +408,11 @@ class PersonalizedStrategy(FedAvg):
     # -- the end of a run -----------------------------------------------------------------
 
     def export_timeout(self) -> float:
-        """The final export asks every client at once: round-timeout per round's worth of clients."""
+        """The final export asks every client at once: round-timeout per round's worth of clients,
+        and never less than EXPORT_MIN_TIMEOUT_S, since each export also evaluates twice and writes
+        its model (a round-timeout tight enough to cut hung clients in rounds must not cut exports)."""
         per_round = len(self.sample(self.scenario.fraction_train, 1, "sample-train"))
-        return self.scenario.round_timeout * -(-self.scenario.num_clients // per_round)
+        return max(EXPORT_MIN_TIMEOUT_S, self.scenario.round_timeout * -(-self.scenario.num_clients // per_round))
 
     def finalize(self, grid: Grid, arrays: ArrayRecord) -> tuple[list[dict[str, float]], list[dict[str, Any]]]:
         """Every client builds, evaluates and exports its own model: their numbers, and the export failures."""

@@ -110,7 +110,7 @@ def test_a_run_killed_mid_round_resumes_to_the_same_results_and_models(scenario_
 
 FAULTS = {"fault-crash": 0.12, "fault-drop": 0.12, "fault-hang": 0.06}
 FAULTY = dict(num_clients=10, fraction_train=1.0, num_server_rounds=5, fraction_evaluate=0.3, max_local_steps=2, scorer="magnitude",
-              round_timeout=10.0, client_num_cpus=0.5, fault_crash=0.12, fault_drop=0.12, fault_hang=0.06)
+              round_timeout=20.0, client_num_cpus=0.5, fault_crash=0.12, fault_drop=0.12, fault_hang=0.06)
 
 
 def test_injected_faults_are_counted_by_kind_and_the_run_goes_on(scenario_file: Path, tmp_path: Path) -> None:
@@ -130,7 +130,7 @@ def test_injected_faults_are_counted_by_kind_and_the_run_goes_on(scenario_file: 
 
 
 def test_a_round_with_more_failures_than_allowed_stops_the_run_with_one_line(scenario_file: Path, tmp_path: Path) -> None:
-    settings = [f"--set={key}={value}" for key, value in {**FAULTS, "num-clients": 10, "fraction-train": 1.0, "round-timeout": 10,
+    settings = [f"--set={key}={value}" for key, value in {**FAULTS, "num-clients": 10, "fraction-train": 1.0, "round-timeout": 20,
                                                           "client-num-cpus": 0.5, "max-local-steps": 2, "scorer": '"magnitude"',
                                                           "max-failed-fraction": 0.1}.items()]
     run_dir = tmp_path / "stopped"
