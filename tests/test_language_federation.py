@@ -11,7 +11,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 import pytest
+import torch
 from test_federation import RecordingFedHEI, _hand_average
+from test_language import _checkpoint_folder
 
 from fedhei.config.scenario import Scenario
 from fedhei.errors import FedheiError
@@ -102,6 +104,16 @@ def test_fedala_blends_the_language_model_head_first() -> None:
     assert top_parameters(model, 1) == [HEAD]
     assert set(top_parameters(model, 2)) - {HEAD} == {name for name, _ in model.named_parameters()
                                                       if name.startswith(("model.layers.1.", "model.norm."))}
+
+
+def test_a_language_model_starts_from_its_seed_or_a_local_checkpoint(tmp_path: Path) -> None:
+    scenario = Scenario(**TINY_LM)
+    first, again = (starting_model(scenario.pretrain_spec()).state_dict() for _ in range(2))
+    other = starting_model(scenario.replace(base_seed=1).pretrain_spec()).state_dict()
+    assert all(torch.equal(first[key], again[key]) for key in first) and not torch.equal(first[HEAD], other[HEAD])
+    reference = _checkpoint_folder(tmp_path / "qwen", tie=True)
+    loaded = starting_model(scenario.pretrain_spec(), checkpoint=str(tmp_path / "qwen")).state_dict()
+    assert all(torch.equal(value, loaded[key]) for key, value in reference.state_dict().items())
 
 
 def test_a_language_scenario_refuses_what_cannot_work_on_text() -> None:
