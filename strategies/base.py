@@ -20,6 +20,7 @@ import time
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -34,7 +35,9 @@ from fedhei.config.scenario import Scenario
 from fedhei.errors import RunFailed
 from fedhei.federation.policy import ClientPolicy, shared_parameters
 from fedhei.federation.wire import DecodedTensor, UpdateError, decode, masked_average
+from fedhei.models.registry import head_parameter_names
 from fedhei.reporting.progress import RoundLines, RoundObserver
+from fedhei.reporting.results import perplexity_summary
 from strategies.checkpoint import ServerCheckpoint
 from strategies.directory import ClientDirectory, exchange
 
@@ -150,6 +153,11 @@ class PersonalizedStrategy(FedAvg):
 
     # -- state, for checkpoints ---------------------------------------------------------------
 
+    @cached_property
+    def head(self) -> tuple[str, ...]:
+        """The model's head parameters (its adapter's), where FedPer, FedRep, LG-FedAvg and FedBABU split it."""
+        return head_parameter_names(self.scenario.model)
+
     def state_dict(self) -> dict[str, Any]:
         """Everything besides the global arrays that the next round depends on (JSON-able)."""
         return {
@@ -202,7 +210,7 @@ class PersonalizedStrategy(FedAvg):
         def download(partition: int) -> ArrayRecord:
             layers = self.participants.get(partition)
             if layers not in downloads:
-                shared = shared_parameters(self.policy, names, layers)
+                shared = shared_parameters(self.policy, names, layers, head=self.head)
                 downloads[layers] = ArrayRecord({name: arrays[name] for name in names if name in shared})
             return downloads[layers]
 
@@ -341,7 +349,9 @@ class PersonalizedStrategy(FedAvg):
         if not metrics:
             return None
         summary = accuracy_summary(m["accuracy"] for m in metrics)
-        summary["majority-class-rate-mean"] = float(np.mean([m["majority-class-rate"] for m in metrics]))
+        if all("majority-class-rate" in m for m in metrics):
+            summary["majority-class-rate-mean"] = float(np.mean([m["majority-class-rate"] for m in metrics]))
+        summary.update(perplexity_summary(metrics))
         summary["clients"] = float(len(metrics))
         record.evaluate = summary
         return MetricRecord(summary)

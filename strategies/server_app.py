@@ -32,8 +32,8 @@ from fedhei.reporting.csvs import CLIENTS_CSV, ROUNDS_CSV
 from fedhei.reporting.figures import FIGURES_DIR
 from fedhei.reporting.progress import RoundObserver
 from fedhei.reporting.report import REPORT_FILE, write_comparison, write_run
-from fedhei.reporting.results import RESULTS_FILE, TIMINGS_FILE, build_payload, partition_record
-from fedhei.training.pretrain import base_model
+from fedhei.reporting.results import RESULTS_FILE, TIMINGS_FILE, build_payload, partition_record, topic_record
+from fedhei.training.pretrain import starting_model
 from strategies import resolve_strategy
 from strategies.base import PersonalizedStrategy
 from strategies.checkpoint import CHECKPOINT_FILE, ServerCheckpoint
@@ -73,8 +73,7 @@ def _start(scenario: Scenario, run_dir: Path, resume: bool, observer: RoundObser
         strategy.load_state_dict(checkpoint.strategy_state, checkpoint.completed_round)
         return strategy, ArrayRecord({name: Array(value) for name, value in checkpoint.arrays.items()})
     _fresh_run_dir(scenario, run_dir)
-    data = load_cifar10_cached(scenario.data_source or None)
-    model = base_model(data, scenario.pretrain_spec(), scenario.base_model, scenario.device)
+    model = starting_model(scenario.pretrain_spec(), scenario.base_model, scenario.data_source, scenario.device)
     initial = ArrayRecord({name: Array(value.detach().cpu().numpy()) for name, value in model.named_parameters()})
     return strategy_class(scenario, str(run_dir), uuid.uuid4().hex, observer), initial
 
@@ -126,6 +125,9 @@ def _write(run_dir: Path, strategy: PersonalizedStrategy, clients: list[dict[str
 
 def _partition(scenario: Scenario) -> dict[str, Any]:
     """The split the clients held, for results.json (each client computes the same one from the scenario)."""
+    if scenario.is_language_model:
+        spec = scenario.text_spec()
+        return topic_record([spec.topic_of(client) for client in range(spec.num_clients)], scenario.pretrain_seed)
     data = load_cifar10_cached(scenario.data_source or None)
     partition = make_partition(data.train.labels, data.test.labels, scenario.partition_spec())
     return partition_record(CLASSES, partition.label_counts, len(partition.public_indices), scenario.pretrain_seed)

@@ -20,7 +20,7 @@ from fedhei.federation.algorithms import LocalTraining
 from fedhei.federation.algorithms.fedala import LOCAL, WEIGHTS, FedALATraining, blend, top_parameters
 from fedhei.federation.algorithms.fedbabu import initial_head
 from fedhei.federation.client_round import ClientJob, client_data, evaluate_round, local_round, merge
-from fedhei.federation.policy import HEAD_PREFIX, ClientPolicy, Sharing
+from fedhei.federation.policy import ClientPolicy, Sharing
 from fedhei.models.checkpoints import load_state
 from fedhei.models.registry import create_model
 from fedhei.training.loops import evaluate
@@ -31,6 +31,8 @@ from strategies.checkpoint import ServerCheckpoint
 SCENARIO = Scenario(data_source="synthetic", model="vit-micro", num_clients=3, dirichlet_alpha=1.0, batch_size=32,
                     max_local_steps=6, lr=5e-3)
 DITTO, FEDALA, FEDBABU = (STRATEGIES[name].policy for name in ("ditto", "fedala", "fedbabu"))
+# timm's ViT head (its adapter's head_parameters).
+HEAD_PREFIX = "head."
 # FedALA on the head and the last block (with the final norm), weights learned on 30% of the shard.
 ALA = SCENARIO.replace(ala_layers=2, ala_start_epochs=2, ala_sample=0.3)
 Arrays = dict[str, np.ndarray]

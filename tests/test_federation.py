@@ -22,7 +22,8 @@ from strategies.fedhei import FedHEI
 
 
 class RecordingFedHEI(FedHEI):
-    """FedHEI that keeps, per round, the global model it sent, the replies, and the result."""
+    """FedHEI that keeps, per round, the global model it sent, the replies, and the result
+    (a subclass with a ``log`` of its own records apart)."""
 
     log: ClassVar[list[dict]] = []
 
@@ -30,7 +31,7 @@ class RecordingFedHEI(FedHEI):
         replies = list(replies)
         arrays, metrics = super().aggregate_train(server_round, replies)
         assert self._current is not None
-        RecordingFedHEI.log.append(
+        self.log.append(
             {
                 "round": server_round,
                 "sent": {name: array.numpy() for name, array in self._current.items()},

@@ -26,7 +26,7 @@ from fedhei.models.registry import task_name
 from fedhei.training.device import check_device_name
 from fedhei.training.distill import DistillSettings
 from fedhei.training.loops import TrainSettings
-from fedhei.training.pretrain import PretrainSpec
+from fedhei.training.pretrain import HUB, PretrainSpec
 from fedhei.training.recipes import RECIPES
 from fedhei.training.tasks import LANGUAGE_MODELING
 
@@ -91,7 +91,10 @@ class Scenario:
     text_topics: int = 6
     text_documents: int = 200
     text_sequence_length: int = 64
-    # The shared base model.
+    # The shared base model. An image model's is pre-trained on the public slice unless base-model names a
+    # checkpoint (or "hub"). A language model is never pre-trained nor downloaded: it starts from the checkpoint
+    # base-model names (a Qwen2 folder or a fedhei safetensors file), else from the weights of the checkpoint
+    # folder the model is, else from its seeded random initialization.
     model: str = "vit-tiny-c10"
     base_model: str = ""
     # The seed of the public slice and of pre-training: one base model shared by every run seed, so
@@ -135,7 +138,8 @@ class Scenario:
     state_dir: str = ""
     # The final evaluation also measures each client's model on the whole test set, per class weighted
     # by its training shard's label proportions (the expectation its sampled test split estimates):
-    # "final", "every-round" (the per-round evaluations too) or "off".
+    # "final", "every-round" (the per-round evaluations too) or "off". Text has no labels to weigh by: a
+    # language model's clients report next-token accuracy and perplexity on their own test text only.
     weighted_eval: str = "final"
     # A bench compares every strategy, client by client, against each of these it ran.
     compare_to: str = "local,fedavg-ft"
@@ -196,6 +200,10 @@ class Scenario:
                 raise FedheiError(f"text-sequence-length is {self.text_sequence_length}; it must be at least 1")
             self.text_spec()
             tokenizer_for(self.model)
+            check_federated_scorer(self.scorer, language_model=True)
+            if self.base_model == HUB:
+                raise FedheiError(f"base-model is '{HUB}' but {self.model} is a language model, which fedhei never "
+                                  "downloads; give a local checkpoint folder, or leave it empty for a seeded random start")
         elif self.data_source == TOPICS_SOURCE:
             raise FedheiError(f"data-source '{TOPICS_SOURCE}' is text, but {self.model} is an image model; "
                               "choose a language model (e.g. qwen2-tiny)")

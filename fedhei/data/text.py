@@ -270,6 +270,9 @@ class TokenBatches:
     def __len__(self) -> int:
         return len(self.sequences)
 
+    def subset(self, indices: Sequence[int]) -> TokenBatches:
+        return TokenBatches(self.sequences[torch.as_tensor(indices, dtype=torch.int64)].numpy())
+
     def batches(
         self, batch_size: int, shuffle: bool = False, seed: int = 0, augment: bool = False
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

@@ -29,7 +29,8 @@ from fedhei.reporting.progress import ProgressDisplay, console
 from fedhei.reporting.report import BENCH_FILE, REPORT_FILE, write_bench, write_comparison
 from fedhei.reporting.results import COMPLETE, FINAL_ROUND_NONE, RESULTS_FILE, WEIGHTED_ACCURACY, human_bytes
 from fedhei.training.device import check_device_available, pick_device
-from fedhei.training.pretrain import base_model
+from fedhei.training.pretrain import starting_model
+from fedhei.training.tasks import PERPLEXITY
 
 # Every strategy a bench compares, in the order of its table.
 BENCH_STRATEGIES = ("fedhei", "fedhei-uniform", "fedavg", "fedavg-ft", "fedper", "fedrep", "lg-fedavg", "local", "ditto",
@@ -101,9 +102,10 @@ def preflight(scenario: Scenario, run_dir: Path, resume: bool) -> None:
     if scenario.device.startswith("cuda") and scenario.client_num_gpus == 0:
         raise FedheiError(f"device is '{scenario.device}' but client-num-gpus is 0, so Ray would hide the GPU from the "
                           "clients; set client-num-gpus (e.g. 0.25 for four clients per GPU)")
-    data = load_cifar10_cached(scenario.data_source or None)
-    make_partition(data.train.labels, data.test.labels, scenario.partition_spec())
-    base_model(data, scenario.pretrain_spec(), scenario.base_model, scenario.device)
+    if not scenario.is_language_model:
+        data = load_cifar10_cached(scenario.data_source or None)
+        make_partition(data.train.labels, data.test.labels, scenario.partition_spec())
+    starting_model(scenario.pretrain_spec(), scenario.base_model, scenario.data_source, scenario.device)
     if resume:
         if scenario.state_store != "disk":
             raise FedheiError(f"this run kept client state in memory (state-store = \"{scenario.state_store}\"), which a "
@@ -211,10 +213,15 @@ def summary_line(payload: dict[str, Any], baseline_up: float | None = None, labe
 
 
 def _accuracy_text(summary: dict[str, float]) -> str:
-    """The label-weighted full-test-set figures when measured, with the sampled splits' mean beside them."""
+    """Perplexity and next-token accuracy for text; for images, the label-weighted full-test-set figures
+    when measured, with the sampled splits' mean beside them."""
     def pct(key: str) -> str:
         return f"{100 * summary.get(key, float('nan')):.1f}%"
 
+    if f"{PERPLEXITY}-mean" in summary:
+        return (f"mean client perplexity {summary[f'{PERPLEXITY}-mean']:.2f} (worst decile "
+                f"{summary[f'{PERPLEXITY}-worst-decile']:.2f}), next-token accuracy {pct('accuracy-mean')} "
+                f"(worst decile {pct('accuracy-worst-decile')}) on the clients' own test text")
     if f"{WEIGHTED_ACCURACY}-mean" in summary:
         return (f"mean client accuracy {pct('accuracy-weighted-mean')} (worst decile {pct('accuracy-weighted-worst-decile')}, "
                 f"majority-class rate {pct('majority-class-rate-weighted-mean')}) on the label-weighted full test set, "

@@ -20,6 +20,7 @@ from fedhei import seeding
 from fedhei.config.scenario import Scenario
 from fedhei.data.cifar10 import load_cifar10_cached
 from fedhei.data.partition import Partition, PartitionSpec, majority_class_rate, make_partition
+from fedhei.data.text import TokenBatches, TopicTextSpec, client_batches
 from fedhei.errors import FedheiError
 from fedhei.federation.algorithms import LocalTraining, algorithm_for
 from fedhei.federation.policy import ClientPolicy, Pruning, personal_parameters
@@ -28,10 +29,13 @@ from fedhei.federation.wire import encode
 from fedhei.method.pruning import compression, cubic_ratio, layer_ratios, magnitude_masks
 from fedhei.method.roles import GENERIC, PERSONALIZED, RoleMap, classify, uniform_roles
 from fedhei.method.scoring import build_scorer
+from fedhei.models.adapters import adapter_for
+from fedhei.models.language import tokenizer_for
 from fedhei.models.registry import create_model, linear_layers
 from fedhei.training.device import pick_device
 from fedhei.training.label_weighted import weighted_metrics
-from fedhei.training.loops import ArrayBatches, apply_masks, batches_for, evaluate
+from fedhei.training.loops import apply_masks, batches_for, evaluate
+from fedhei.training.tasks import PERPLEXITY, Batches
 
 Arrays = dict[str, np.ndarray]
 
@@ -59,9 +63,23 @@ class ClientJob:
 
 @dataclass(frozen=True)
 class ClientData:
-    train: ArrayBatches
-    test: ArrayBatches
-    test_labels: np.ndarray
+    """A client's training and test batches: labelled images, or token sequences of its topic's text."""
+
+    train: Batches
+    test: Batches
+    # Class labels of the training shard and of the test split; None for text, which has no label mix.
+    train_labels: np.ndarray | None = None
+    test_labels: np.ndarray | None = None
+
+    def label_metrics(self, model: nn.Module, scenario: Scenario, weighted: bool) -> dict[str, float]:
+        """The test split's majority-class rate and, when ``weighted``, the label-weighted accuracy on the
+        whole test set; nothing for text."""
+        if self.train_labels is None or self.test_labels is None:
+            return {}
+        figures = {"majority-class-rate": majority_class_rate(self.test_labels)}
+        if weighted:
+            figures.update(weighted_metrics(model, scenario.data_source, self.train_labels))
+        return figures
 
 
 @lru_cache(maxsize=4)
@@ -70,27 +88,41 @@ def _partition(source: str, fingerprint: str, spec: PartitionSpec) -> Partition:
     return make_partition(data.train.labels, data.test.labels, spec)
 
 
+@lru_cache(maxsize=64)
+def _text(spec: TopicTextSpec, client_id: int, model: str, sequence_length: int) -> tuple[TokenBatches, TokenBatches]:
+    return client_batches(spec, client_id, tokenizer_for(model), sequence_length)
+
+
 def prepare(scenario: Scenario) -> None:
     """Load the data set and the split into this worker's memory before the first round.
 
     A worker that does this on its first training message may overrun a short
-    round-timeout; the server's roll call gives every worker the chance first.
+    round-timeout; the server's roll call gives every worker the chance first. Topic
+    text is generated per client in milliseconds: only its tokenizer is read here.
     """
+    if scenario.is_language_model:
+        tokenizer_for(scenario.model)
+        return
     data = load_cifar10_cached(scenario.data_source or None)
     _partition(scenario.data_source, data.fingerprint, scenario.partition_spec())
 
 
 def client_data(scenario: Scenario, client_id: int, model: nn.Module) -> ClientData:
-    """This client's training shard and test split (loaded once per worker process)."""
+    """This client's training shard and test split (loaded once per worker process), or the
+    training and test text of its topic for a language model."""
     if not 0 <= client_id < scenario.num_clients:
         raise FedheiError(f"client id {client_id} is outside 0..{scenario.num_clients - 1}; "
                           "partition-id must be below num-clients")
+    if scenario.is_language_model:
+        train, test = _text(scenario.text_spec(), client_id, scenario.model, scenario.text_sequence_length)
+        return ClientData(train, test)
     data = load_cifar10_cached(scenario.data_source or None)
     partition = _partition(scenario.data_source, data.fingerprint, scenario.partition_spec())
-    test_indices = partition.test_indices[client_id]
+    train_indices, test_indices = partition.train_indices[client_id], partition.test_indices[client_id]
     return ClientData(
-        train=batches_for(model, data.train, partition.train_indices[client_id]),
+        train=batches_for(model, data.train, train_indices),
         test=batches_for(model, data.test, test_indices),
+        train_labels=data.train.labels[train_indices],
         test_labels=data.test.labels[test_indices],
     )
 
@@ -194,7 +226,7 @@ def local_round(job: ClientJob, global_arrays: Arrays, state: ClientState | None
     metrics = dict(trained.metrics)
     personalized = roles.personalized() if roles is not None else []
     param_names = [name for name, _ in model.named_parameters()]
-    personal = personal_parameters(job.policy, param_names, personalized)
+    personal = personal_parameters(job.policy, param_names, personalized, head=adapter_for(model).head_parameters(model))
     params = {name: value.detach().cpu() for name, value in model.named_parameters()}
     shared = {name: params[name].numpy() for name in param_names if name not in personal}
     update = encode(shared, {name: masks[name].cpu().numpy() for name in shared if name in masks},
@@ -221,17 +253,20 @@ def local_round(job: ClientJob, global_arrays: Arrays, state: ClientState | None
 
 
 def evaluate_round(job: ClientJob, global_arrays: Arrays, state: ClientState | None) -> dict[str, float]:
-    """Accuracy of this client's current model on its own test split (and label-weighted when asked)."""
+    """Accuracy of this client's current model on its own test split (and label-weighted when asked),
+    or next-token accuracy and perplexity on its own test text."""
     model = algorithm_for(job.policy.algorithm).kept_model(merge(job, global_arrays, state), job.scenario, state)
     data = client_data(job.scenario, job.client_id, model)
     result = evaluate(model, data.test)
-    weighted: dict[str, float] = {}
-    if job.scenario.weighted_eval == "every-round":
-        weighted = weighted_metrics(model, job.scenario.data_source, data.train.labels.numpy())
     return {
         "accuracy": result["accuracy"],
         "loss": result["loss"],
+        **task_figures(result),
         "test-examples": float(len(data.test)),
-        "majority-class-rate": majority_class_rate(data.test_labels),
-        **weighted,
+        **data.label_metrics(model, job.scenario, weighted=job.scenario.weighted_eval == "every-round"),
     }
+
+
+def task_figures(result: dict[str, float]) -> dict[str, float]:
+    """What an evaluation reports beyond accuracy and loss: a language model's perplexity."""
+    return {key: result[key] for key in (PERPLEXITY,) if key in result}

@@ -10,14 +10,12 @@ import torch
 from torch import nn
 
 from fedhei import atomic
-from fedhei.data.partition import majority_class_rate
-from fedhei.federation.client_round import Arrays, ClientJob, client_data, local_round, merge
+from fedhei.federation.client_round import Arrays, ClientJob, client_data, local_round, merge, task_figures
 from fedhei.federation.state import ClientState
 from fedhei.method.pruning import compression, layer_ratios
 from fedhei.method.structured import save_structured, structured_prune
 from fedhei.models.checkpoints import dense_file_bytes, save_sparse
 from fedhei.models.registry import count_parameters, linear_layers
-from fedhei.training.label_weighted import weighted_metrics
 from fedhei.training.loops import evaluate
 
 
@@ -32,6 +30,7 @@ def finalize(job: ClientJob, global_arrays: Arrays, state: ClientState | None, r
 
     The model is evaluated on the client's sampled test split and, unless ``weighted-eval``
     is off, on the whole test set weighted by its label proportions; the manifest keeps both.
+    A language model is evaluated on its client's test text: next-token accuracy and perplexity.
     """
     if job.policy.adapts_before_export:
         final = local_round(replace(job, complete_schedule=True), global_arrays, state)
@@ -53,19 +52,17 @@ def finalize(job: ClientJob, global_arrays: Arrays, state: ClientState | None, r
     else:
         save_sparse(model, model_path, metadata)
     result = evaluate(exported, data.test)
-    weighted: dict[str, float] = {}
-    if job.scenario.weighted_eval != "off":
-        weighted = weighted_metrics(exported, job.scenario.data_source, data.train.labels.numpy())
+    labels = data.label_metrics(exported, job.scenario, weighted=job.scenario.weighted_eval != "off")
     total, nonzero = count_parameters(exported)
     manifest = {
         "client": job.client_id,
         "strategy": job.scenario.strategy,
         "model": job.scenario.model,
         "accuracy": result["accuracy"],
+        **task_figures(result),
         "test-examples": len(data.test),
         "train-examples": len(data.train),
-        "majority-class-rate": majority_class_rate(data.test_labels),
-        **weighted,
+        **labels,
         "params-total": total,
         "params-nonzero": nonzero,
         "compression": kept["compression"],

@@ -14,9 +14,6 @@ from typing import Any
 
 from fedhei.errors import FedheiError
 
-# timm's ViT head, for callers that do not yet pass the model's head (its adapter's
-# ``head_parameters``); the federation passes it once it runs language models.
-HEAD_PREFIX = "head."
 # Client algorithms a policy names by themselves (the registry holds them all).
 PLAIN = "plain"
 FEDREP = "fedrep"
@@ -92,12 +89,17 @@ def personal_parameters(
     policy: ClientPolicy,
     parameter_names: Iterable[str],
     personalized_layers: Iterable[str],
-    head: Collection[str] | None = None,
+    head: Collection[str] = (),
 ) -> set[str]:
     """The parameters that never leave the client under ``policy``; ``head`` names the
-    model's head parameters (``adapter_for(model).head_parameters(model)``)."""
+    model's head parameters (``adapter_for(model).head_parameters(model)``), which the
+    sharing policies that split at the head need."""
     names = list(parameter_names)
-    heads = set(head) if head is not None else {name for name in names if name.startswith(HEAD_PREFIX)}
+    heads = set(head)
+    if policy.sharing in (Sharing.BODY, Sharing.HEAD) and not heads & set(names):
+        raise FedheiError(f"sharing '{policy.sharing.value}' splits the model at its head, but none of its parameters "
+                          "is a head parameter; FedPer, FedRep, LG-FedAvg and FedBABU need a model with a classifier "
+                          "or language-model head (a timm ViT or a Qwen2 model)")
     selectors = {
         Sharing.ALL: lambda name: False,
         Sharing.BODY: lambda name: name in heads,
@@ -118,7 +120,7 @@ def shared_parameters(
     policy: ClientPolicy,
     parameter_names: Iterable[str],
     personalized_layers: Iterable[str] = (),
-    head: Collection[str] | None = None,
+    head: Collection[str] = (),
 ) -> set[str]:
     """What the server must still send to a client that has trained before: everything it
     shares, given the personalized layers it reported (FedHEI's roles are per client)."""

@@ -12,7 +12,7 @@ picks the adapter from the model itself, so no caller branches on model types.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from torch import nn
 
@@ -144,6 +144,11 @@ class ArchitectureAdapter(Protocol):
         """The parameters of the output head (FedPer and FedRep keep them local)."""
         ...
 
+    def parameter_groups(self, model: nn.Module) -> dict[str, Any]:
+        """timm's coarse ``group_matcher``: the embedding first, one group per block, the head last
+        (FedALA blends the top groups)."""
+        ...
+
     def structured_groups(self, model: nn.Module) -> list[StructuredGroup]:
         """Per block, its attention group then its MLP channel group, read from the current shapes."""
         ...
@@ -194,6 +199,9 @@ class GenericAdapter:
     def head_parameters(self, model: nn.Module) -> tuple[str, ...]:
         return ()
 
+    def parameter_groups(self, model: nn.Module) -> dict[str, Any]:
+        return dict(blocks=[(r"^blocks\.(\d+)", None)])
+
     def structured_groups(self, model: nn.Module) -> list[StructuredGroup]:
         raise FedheiError(f"structured pruning needs to know how {type(model).__name__} groups its heads and "
                           "channels; it works on timm ViTs and Qwen2 language models")
@@ -223,6 +231,9 @@ class TimmViTAdapter:
 
     def head_parameters(self, model: nn.Module) -> tuple[str, ...]:
         return tuple(f"head.{name}" for name, _ in model.head.named_parameters())
+
+    def parameter_groups(self, model: nn.Module) -> dict[str, Any]:
+        return model.group_matcher(coarse=True)
 
     def structured_groups(self, model: nn.Module) -> list[StructuredGroup]:
         names = _module_names(model)
@@ -271,6 +282,11 @@ class Qwen2Adapter:
             raise FedheiError("this Qwen2 model ties lm_head to the embedding; build it with fedhei's create_model, "
                               "which unties it so the head can be personal")
         return tuple(f"lm_head.{name}" for name, _ in model.lm_head.named_parameters())
+
+    def parameter_groups(self, model: nn.Module) -> dict[str, Any]:
+        """As timm groups a ViT: the final norm joins the last block, and ``lm_head``, matched by
+        no pattern, is the last group."""
+        return dict(stem=r"^model\.embed_tokens", blocks=[(r"^model\.layers\.(\d+)", None), (r"^model\.norm", (99999,))])
 
     def structured_groups(self, model: nn.Module) -> list[StructuredGroup]:
         names = _module_names(model)

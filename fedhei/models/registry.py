@@ -124,6 +124,14 @@ def linear_layers(model: nn.Module) -> list[LinearLayer]:
     return adapter_for(model).linear_layers(model)
 
 
+def head_parameter_names(name: str) -> tuple[str, ...]:
+    """A named model's head parameters, from its adapter, without allocating its weights
+    (the server splits what it sends at the head and holds no model)."""
+    with torch.device("meta"):
+        model = create_model(name)
+    return adapter_for(model).head_parameters(model)
+
+
 def count_parameters(model: nn.Module) -> tuple[int, int]:
     """(total, nonzero) parameter counts; pruned weights are zeros, so nonzero is what survives."""
     total = sum(p.numel() for p in model.parameters())

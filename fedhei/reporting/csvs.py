@@ -49,17 +49,19 @@ def round_rows(payload: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 def client_rows(payload: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Every client's final model: its figures, its failure if the export failed, its training labels
-    (where results.json has the partition: files written before it did lack it)."""
+    or its topic (where results.json has the partition: files written before it did lack it)."""
     finals = {int(row["client-id"]): row for row in payload["clients"]}
-    partition = payload.get("partition") or {"classes": [], "label-counts": []}
+    partition = payload.get("partition") or {}
     rows = []
     for client in range(int(payload["scenario"]["num-clients"])):
         row: dict[str, Any] = {**_identity(payload), "client": client}
         row.update({key: value for key, value in finals.get(client, {}).items() if key not in ("client", "client-id")})
         row["failures"] = _failures(f for f in payload["export-failures"] if f["client"] == client)
-        if partition["label-counts"]:
+        if partition.get("label-counts"):
             row.update({f"train-{name}": count for name, count in zip(partition["classes"], partition["label-counts"][client],
                                                                      strict=True)})
+        if partition.get("topics"):
+            row["topic"] = partition["topics"][client]
         rows.append(row)
     return rows
 

@@ -57,9 +57,11 @@ def _save(figure: Figure, directory: Path, name: str, title: str) -> Drawn:
 
 
 def _short(layer: str) -> str:
-    """``blocks.3.mlp.fc2`` -> ``3.fc2``: 25 layer names must fit under one axis."""
+    """``blocks.3.mlp.fc2`` -> ``3.fc2``, ``model.layers.3.mlp.down_proj`` -> ``3.down_proj``: 25 layer
+    names must fit under one axis."""
     parts = layer.split(".")
-    return f"{parts[1]}.{parts[-1]}" if parts[0] == "blocks" and len(parts) > 2 else layer
+    block = next((index for index, part in enumerate(parts[:-1]) if part.isdigit()), None)
+    return f"{parts[block]}.{parts[-1]}" if block is not None else layer
 
 
 def _band(axis: Axes, x: np.ndarray, per_seed_values: np.ndarray, colour: tuple[float, ...], label: str) -> None:
@@ -255,7 +257,7 @@ def draw_label_counts(axis: Axes, counts: np.ndarray, classes: Sequence[str]) ->
 
 def label_distribution(runs: Sequence[Run], directory: Path, colours: dict) -> Drawn | None:
     partitions = per_seed(runs, lambda run: run.payload.get("partition"))
-    partitions = {seed: partition for seed, partition in partitions.items() if partition}
+    partitions = {seed: partition for seed, partition in partitions.items() if partition and "label-counts" in partition}
     if not partitions:
         return None
     clients = max(len(partition["label-counts"]) for partition in partitions.values())
@@ -276,7 +278,8 @@ FIGURES: tuple[tuple[str, Callable[[Sequence[Run], Path, dict], Drawn | None], s
                                                 "fractions (clients on other machines keep their own)"),
     ("compression against accuracy", compression_accuracy, "no client has a final accuracy"),
     ("bytes per round", bytes_per_round, "no round was completed"),
-    ("label distribution", label_distribution, "results.json holds no partition"),
+    ("label distribution", label_distribution, "results.json holds no label counts (a text run's clients hold a "
+                                               "topic each, listed in clients.csv; older runs kept no partition)"),
 )
 
 

@@ -190,7 +190,9 @@ def round_line(strategy: str, record: Any, num_rounds: int, seconds: float) -> s
     kinds = Counter(failure["kind"] for failure in failed)
     failures = f", {len(failed)} failed ({', '.join(f'{kind} {count}' for kind, count in sorted(kinds.items()))})" if failed else ""
     accuracy = record.evaluate.get("accuracy-mean")
-    evaluation = (f", mean client acc {100 * accuracy:.1f}% on {len(record.evaluated)} clients' test splits"
-                  if accuracy is not None else "")
+    perplexity = record.evaluate.get("perplexity-mean")
+    evaluation = (f", mean client acc {100 * accuracy:.1f}%"
+                  + (f" (next token), perplexity {perplexity:.2f}" if perplexity is not None else "")
+                  + f" on {len(record.evaluated)} clients' test splits" if accuracy is not None else "")
     return (f"{strategy} round {record.round}/{num_rounds}: {len(record.aggregated)}/{len(record.sampled)} updates{failures}"
             f"{evaluation}, up {human_bytes(record.bytes_up)}, down {human_bytes(record.bytes_down)}, {seconds:.1f} s")

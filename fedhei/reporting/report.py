@@ -20,7 +20,7 @@ from fedhei.errors import FedheiError
 from fedhei.reporting.comparison import Run, by_strategy, comparison_tables, find_runs, run_list
 from fedhei.reporting.csvs import write_run_csvs
 from fedhei.reporting.figures import draw_figures, figures_markdown
-from fedhei.reporting.results import RESULTS_FILE, render_report
+from fedhei.reporting.results import RESULTS_FILE, is_text_run, render_report
 
 REPORT_FILE = "report.md"
 BENCH_FILE = "bench.md"
@@ -48,9 +48,11 @@ def comparison_header(runs: Sequence[Run]) -> str:
     scenario = runs[0].payload["scenario"]
     strategies = list(by_strategy(runs))
     seeds = sorted({run.seed for run in runs})
-    return (f"# {scenario['name']}: {', '.join(strategies)}\n\n{scenario['num-clients']} clients, {scenario['partition']}, "
+    text = is_text_run(runs[0].payload)
+    return (f"# {scenario['name']}: {', '.join(strategies)}\n\n{scenario['num-clients']} clients, "
+            f"{'one topic each (next-token accuracy)' if text else scenario['partition']}, "
             f"{scenario['num-server-rounds']} rounds, model {scenario['model']}, prob {scenario['prob']}, "
-            f"seeds {', '.join(map(str, seeds))}; base model and public slice: "
+            f"seeds {', '.join(map(str, seeds))}; base model{'' if text else ' and public slice'}: "
             f"{'one per seed' if scenario.get('base-per-seed') else 'seed ' + str(scenario.get('base-seed', 0))}.\n\n")
 
 

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from fedhei import __version__
+from fedhei.training.tasks import PERPLEXITY
 
 RESULTS_FILE = "results.json"
 TIMINGS_FILE = "timings.json"
@@ -73,6 +74,12 @@ def partition_record(classes: Sequence[str], label_counts: np.ndarray, public_im
     }
 
 
+def topic_record(topics: Sequence[str], base_seed: int) -> dict[str, Any]:
+    """Text clients' split as results.json keeps it: each client's topic, and the seed the base
+    model was drawn from (text has no public slice to pre-train on)."""
+    return {"topics": list(topics), "base-seed": int(base_seed)}
+
+
 def failure_counts(rounds: Sequence[Mapping[str, Any]], export_failures: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """Failures by phase and by kind (crash, drop, timeout, invalid), over the whole run."""
     failures = [failure for record in rounds for failure in record["failures"]] + list(export_failures)
@@ -102,6 +109,7 @@ def summarize(rounds: Sequence[Mapping[str, Any]], clients: Sequence[Mapping[str
                     f"{key}-worst-decile": float(np.percentile(accuracies, 10)),
                 }
             )
+    summary.update(perplexity_summary(clients))
     summary.update(
         {
             "majority-class-rate-mean": mean("majority-class-rate", clients),
@@ -117,6 +125,15 @@ def summarize(rounds: Sequence[Mapping[str, Any]], clients: Sequence[Mapping[str
         }
     )
     return summary
+
+
+def perplexity_summary(rows: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+    """Mean, median and worst-decile (the highest tenth's edge) perplexity, when every row has one."""
+    if not rows or not all(PERPLEXITY in row for row in rows):
+        return {}
+    values = np.array([float(row[PERPLEXITY]) for row in rows], dtype=np.float64)
+    return {f"{PERPLEXITY}-mean": float(values.mean()), f"{PERPLEXITY}-median": float(np.median(values)),
+            f"{PERPLEXITY}-worst-decile": float(np.percentile(values, 90))}
 
 
 def headline_metric(clients: Sequence[Mapping[str, Any]]) -> str:
@@ -145,29 +162,38 @@ def human_bytes(count: float) -> str:
     return f"{count:.2f} GB"
 
 
+def is_text_run(payload: Mapping[str, Any]) -> bool:
+    """A language model's run: its clients hold topic text, not labelled images."""
+    return "topics" in (payload.get("partition") or {})
+
+
 def render_report(payload: Mapping[str, Any]) -> str:
     summary = payload["summary"]
     scenario = payload["scenario"]
     failures = payload["failures"]
+    text = is_text_run(payload)
     lines = [
         f"# {scenario['name']}: {payload['strategy']}",
         "",
-        f"{scenario['num-clients']} clients ({scenario['partition']}), {scenario['num-server-rounds']} rounds, "
-        f"model {scenario['model']}, prob {scenario['prob']}, seed {scenario['seed']}"
-        + (f" (base model and public slice: seed {payload['partition']['public-seed']})." if "partition" in payload else "."),
+        f"{scenario['num-clients']} clients ({'one topic each' if text else scenario['partition']}), "
+        f"{scenario['num-server-rounds']} rounds, model {scenario['model']}, prob {scenario['prob']}, seed {scenario['seed']}"
+        + _base_note(payload),
         "",
     ]
     if payload["status"] != COMPLETE:
         lines += [f"**This run is partial**: {payload['stopped']['reason']}.", ""]
     lines += [
-        f"Final figures: {payload['final-round']}. The weighted full-test-set accuracy measures each final model on "
-        "every test image of the classes its client holds, per class weighted by the client's label proportions "
-        "(the exact expectation that the client's sampled test split estimates). Per-round accuracies below are of "
-        "the model each evaluated client holds at that round, on its own test split.",
+        f"Final figures: {payload['final-round']}. " + (
+            "Accuracy is next-token accuracy on each client's own test text, beside the perplexity per token there. "
+            "Per-round figures below are of the model each evaluated client holds at that round." if text else
+            "The weighted full-test-set accuracy measures each final model on every test image of the classes its "
+            "client holds, per class weighted by the client's label proportions (the exact expectation that the "
+            "client's sampled test split estimates). Per-round accuracies below are of the model each evaluated "
+            "client holds at that round, on its own test split."),
         "",
         "| metric | value |",
         "| --- | --- |",
-        *_accuracy_rows(summary),
+        *_accuracy_rows(summary, text),
         f"| mean compression (params removed) | {_fmt(summary['compression-mean'], 'pct')} |",
         f"| mean model file | {_fmt(summary['model-bytes-mean'], 'bytes')} |",
         f"| bytes up per round | {_fmt(summary['bytes-up-per-round'], 'bytes')} |",
@@ -176,8 +202,9 @@ def render_report(payload: Mapping[str, Any]) -> str:
         "",
         "## Rounds",
         "",
-        "| round | sampled | aggregated | failed | bytes up | bytes down | train loss | mean acc | worst decile |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| round | sampled | aggregated | failed | bytes up | bytes down | train loss | mean acc | worst decile |"
+        + (" mean perplexity |" if text else ""),
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |" + (" --- |" if text else ""),
     ]
     for r in payload["rounds"]:
         lines.append(
@@ -186,36 +213,56 @@ def render_report(payload: Mapping[str, Any]) -> str:
             f"| {_fmt(r['train'].get('train-loss', float('nan')))} "
             f"| {_fmt(r['evaluate'].get('accuracy-mean', float('nan')), 'pct')} "
             f"| {_fmt(r['evaluate'].get('accuracy-worst-decile', float('nan')), 'pct')} |"
+            + (f" {_fmt(r['evaluate'].get(f'{PERPLEXITY}-mean', float('nan')))} |" if text else "")
         )
     listed = [(r["round"], f) for r in payload["rounds"] for f in r["failures"]] + [("final", f) for f in payload["export-failures"]]
     if listed:
         lines += ["", "## Failures", ""]
         lines += [f"- round {number}, client {f['client']}, {f['phase']}: {f['kind']}: {f['reason']}" for number, f in listed]
+    measured = ("next-token accuracy | perplexity" if text else
+                "accuracy, own split | accuracy, weighted full test | majority rate")
     lines += [
         "",
         "## Clients",
         "",
-        "| client | accuracy, own split | accuracy, weighted full test | majority rate | compression | nonzero params "
-        "| file | rounds trained |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        f"| client | {measured} | compression | nonzero params | file | rounds trained |",
+        "| --- | --- | --- | --- | --- | --- | --- |" + (" --- |" if not text else ""),
     ]
     for c in payload["clients"]:
+        figures = ([_fmt(c['accuracy'], 'pct'), _fmt(c.get(PERPLEXITY, float('nan')))] if text else
+                   [_fmt(c['accuracy'], 'pct'), _fmt(c.get(WEIGHTED_ACCURACY, float('nan')), 'pct'),
+                    _fmt(c['majority-class-rate'], 'pct')])
         lines.append(
-            f"| {int(c['client-id'])} | {_fmt(c['accuracy'], 'pct')} | {_fmt(c.get(WEIGHTED_ACCURACY, float('nan')), 'pct')} "
-            f"| {_fmt(c['majority-class-rate'], 'pct')} "
+            f"| {int(c['client-id'])} | {' | '.join(figures)} "
             f"| {_fmt(c['compression'], 'pct')} | {int(c['params-nonzero'])} | {_fmt(c['bytes-on-disk'], 'bytes')} "
             f"| {int(c['rounds-trained'])} |"
         )
     return "\n".join(lines) + "\n"
 
 
-def _accuracy_rows(summary: Mapping[str, float]) -> list[str]:
-    """Mean, median and worst decile of each accuracy the run measured, then the majority-class floor."""
+def _base_note(payload: Mapping[str, Any]) -> str:
+    """Where the base model came from: a seed's pre-training on the public slice, or a text model's seeded start."""
+    partition = payload.get("partition")
+    if not partition:
+        return "."
+    if "topics" in partition:
+        return f" (base model: seed {partition['base-seed']})."
+    return f" (base model and public slice: seed {partition['public-seed']})."
+
+
+def _accuracy_rows(summary: Mapping[str, float], text: bool) -> list[str]:
+    """Mean, median and worst decile of each accuracy the run measured, then the majority-class floor
+    (images) or the perplexity (text)."""
     rows = []
-    for key, where in ((WEIGHTED_ACCURACY, "weighted full test set"), (ACCURACY, "own test split")):
+    where_own = "own test text" if text else "own test split"
+    for key, where in ((WEIGHTED_ACCURACY, "weighted full test set"), (ACCURACY, where_own)):
         if f"{key}-mean" in summary:
-            rows += [f"| {stat} client accuracy, {where} | {_fmt(summary[f'{key}-{suffix}'], 'pct')} |"
+            rows += [f"| {stat} client {'next-token ' if text else ''}accuracy, {where} | {_fmt(summary[f'{key}-{suffix}'], 'pct')} |"
                      for stat, suffix in (("mean", "mean"), ("median", "median"), ("worst-decile", "worst-decile"))]
+    if text:
+        return rows + [f"| {stat} client perplexity, {where_own} | {_fmt(summary[f'{PERPLEXITY}-{suffix}'])} |"
+                       for stat, suffix in (("mean", "mean"), ("median", "median"), ("worst-decile (highest)", "worst-decile"))
+                       if f"{PERPLEXITY}-{suffix}" in summary]
     rows.append(f"| mean majority-class rate, own test split | {_fmt(summary['majority-class-rate-mean'], 'pct')} |")
     if np.isfinite(summary.get("majority-class-rate-weighted-mean", float("nan"))):
         rows.append(f"| mean majority-class rate, weighted | {_fmt(summary['majority-class-rate-weighted-mean'], 'pct')} |")

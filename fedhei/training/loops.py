@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -57,7 +57,7 @@ class ArrayBatches:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def subset(self, indices: np.ndarray) -> ArrayBatches:
+    def subset(self, indices: Sequence[int]) -> ArrayBatches:
         """The same batches over some of these images (FedALA learns its weights on a sample)."""
         chosen = copy.copy(self)
         index = torch.from_numpy(np.asarray(indices, dtype=np.int64))

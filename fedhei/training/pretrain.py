@@ -20,12 +20,14 @@ from pathlib import Path
 import numpy as np
 import torch
 from timm.models.vision_transformer import VisionTransformer
+from torch import nn
 
 from fedhei import atomic, seeding
 from fedhei.cache import cache_dir, config_hash
-from fedhei.data.cifar10 import Cifar10
+from fedhei.data.cifar10 import Cifar10, load_cifar10_cached
 from fedhei.data.partition import public_slice
 from fedhei.errors import FedheiError
+from fedhei.models import language
 from fedhei.models.checkpoints import load_checkpoint, read_metadata, save_checkpoint
 from fedhei.models.registry import create_model, resolve_model_name
 from fedhei.reporting.progress import progress_bar
@@ -161,3 +163,22 @@ def base_model(data: Cifar10, spec: PretrainSpec, checkpoint: str = "", device: 
     if checkpoint:
         return load_checkpoint(checkpoint, spec.model)
     return load_checkpoint(pretrain(data, spec, device=device).path)
+
+
+def language_base_model(spec: PretrainSpec, checkpoint: str = "") -> nn.Module:
+    """A language model's starting point, with no text pre-training: ``checkpoint``, else the
+    weights of the checkpoint folder the model is, else the model's random initialization,
+    drawn from the pre-training seed's stream as an image model's pre-training starts."""
+    if checkpoint:
+        return load_checkpoint(checkpoint, spec.model)
+    if language.is_checkpoint_folder(spec.model):
+        return load_checkpoint(spec.model)
+    return create_model(spec.model, seed=seeding.seed_for(spec.seed, "pretrain-init"))
+
+
+def starting_model(spec: PretrainSpec, checkpoint: str = "", data_source: str = "", device: str = "auto") -> nn.Module:
+    """A federation's base model, for any model: a language model's, or an image model's
+    :func:`base_model` on the scenario's data (loaded, or pre-trained and cached, here)."""
+    if language.is_language_model(resolve_model_name(spec.model)):
+        return language_base_model(spec, checkpoint)
+    return base_model(load_cifar10_cached(data_source or None), spec, checkpoint, device)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -29,6 +29,10 @@ class Batches(Protocol):
     def batches(
         self, batch_size: int, shuffle: bool = False, seed: int = 0, augment: bool = False
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]: ...
+
+    def subset(self, indices: Sequence[int]) -> Batches:
+        """The same batches over some of the examples (FedALA learns its weights on a sample)."""
+        ...
 
 
 @dataclass
@@ -80,6 +84,8 @@ class ImageClassification(Task):
                 "examples": float(totals.examples)}
 
 
+# A language model's figure beside its next-token accuracy: exp of the mean loss per token.
+PERPLEXITY = "perplexity"
 # exp() of more overflows a float; a loss that large means the model has lost all its knowledge anyway.
 _LARGEST_EXPONENT = 700.0
 
@@ -97,10 +103,10 @@ class LanguageModeling(Task):
         """Mean loss per token and its perplexity; ``accuracy`` is next-token accuracy, so reports
         written for classifiers still read. ``examples`` counts sequences (federated weights)."""
         if totals.predictions == 0:
-            return {"accuracy": float("nan"), "loss": float("nan"), "perplexity": float("nan"), "examples": 0.0,
+            return {"accuracy": float("nan"), "loss": float("nan"), PERPLEXITY: float("nan"), "examples": 0.0,
                     "tokens": 0.0}
         loss = totals.loss / totals.predictions
-        return {"accuracy": totals.correct / totals.predictions, "loss": loss, "perplexity": math.exp(min(loss, _LARGEST_EXPONENT)),
+        return {"accuracy": totals.correct / totals.predictions, "loss": loss, PERPLEXITY: math.exp(min(loss, _LARGEST_EXPONENT)),
                 "examples": float(totals.examples), "tokens": float(totals.predictions)}
 
 

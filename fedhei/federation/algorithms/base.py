@@ -17,10 +17,12 @@ import torch
 from torch import nn
 
 from fedhei.config.scenario import Scenario
-from fedhei.federation.policy import HEAD_PREFIX, PLAIN, ClientPolicy
+from fedhei.federation.policy import PLAIN, ClientPolicy
 from fedhei.federation.state import ClientState
+from fedhei.models.adapters import adapter_for
 from fedhei.training.distill import DistillSettings, objective
-from fedhei.training.loops import ArrayBatches, Objective, train
+from fedhei.training.loops import Objective, train
+from fedhei.training.tasks import Batches
 
 
 @dataclass(frozen=True)
@@ -34,7 +36,7 @@ class LocalTraining:
     # The global model with this client's personal parameters and masks: trained in place,
     # and what the client sends is read from it afterwards.
     model: nn.Module
-    data: ArrayBatches
+    data: Batches
     masks: Mapping[str, torch.Tensor]
     # What this client kept from its last round; None the first time.
     state: ClientState | None
@@ -46,7 +48,7 @@ class LocalTraining:
         return {name for name, _ in self.model.named_parameters()}
 
     def head_names(self) -> set[str]:
-        return {name for name in self.parameter_names() if name.startswith(HEAD_PREFIX)}
+        return set(adapter_for(self.model).head_parameters(self.model))
 
     def saved(self, prefix: str) -> dict[str, torch.Tensor]:
         return saved(self.state, prefix)

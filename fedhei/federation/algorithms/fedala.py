@@ -17,7 +17,6 @@ groups and the weights live in the client's state, so a resumed run goes on alik
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from timm.models import group_parameters
 from torch import nn
 from torch.func import functional_call
@@ -34,7 +33,9 @@ from fedhei.federation.algorithms.base import (
     to_cpu,
 )
 from fedhei.federation.state import ClientState
-from fedhei.training.loops import ArrayBatches, train
+from fedhei.models.adapters import adapter_for, task_for
+from fedhei.training.loops import train
+from fedhei.training.tasks import Batches, Task
 
 LOCAL = "fedala-local/"
 WEIGHTS = "fedala-weights/"
@@ -42,10 +43,24 @@ Tensors = dict[str, torch.Tensor]
 
 
 def top_parameters(model: nn.Module, groups: int) -> list[str]:
-    """The parameters of the model's top ``groups`` parameter groups (timm's coarse groups:
-    the head, then each block from the last; all of them when ``groups`` exceeds their count)."""
-    found = group_parameters(model, model.group_matcher(coarse=True))
+    """The parameters of the model's top ``groups`` parameter groups (timm's coarse groups, from
+    its architecture adapter: the head, then each block from the last; all of them when
+    ``groups`` exceeds their count)."""
+    found = group_parameters(model, adapter_for(model).parameter_groups(model))
     return [name for key in sorted(found)[-groups:] for name in found[key]]
+
+
+class _TaskLoss(nn.Module):
+    """The model's task loss as one module call, so that ``functional_call`` can swap blended
+    parameters into the model whatever its inputs are (images, or token ids)."""
+
+    def __init__(self, model: nn.Module, task: Task) -> None:
+        super().__init__()
+        self.model = model
+        self.task = task
+
+    def forward(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return self.task.loss(self.model, inputs, targets)
 
 
 def blend(received: Tensors, local: Tensors, weights: Tensors) -> Tensors:
@@ -53,7 +68,7 @@ def blend(received: Tensors, local: Tensors, weights: Tensors) -> Tensors:
     return {name: weights[name] * received[name] + (1 - weights[name]) * local[name] for name in received}
 
 
-def learn_weights(model: nn.Module, received: Tensors, local: Tensors, weights: Tensors, data: ArrayBatches,
+def learn_weights(model: nn.Module, received: Tensors, local: Tensors, weights: Tensors, data: Batches,
                   lr: float, epochs: int, batch_size: int) -> Tensors:
     """Gradient steps on the blending weights, each clipped to [0, 1]; the model itself does not change."""
     if len(data) == 0 or lr == 0:
@@ -62,12 +77,13 @@ def learn_weights(model: nn.Module, received: Tensors, local: Tensors, weights: 
     trainable = {name: parameter.requires_grad for name, parameter in model.named_parameters()}
     was_training = model.training
     model.eval().requires_grad_(False)
+    task_loss = _TaskLoss(model, task_for(model))
     try:
         for _ in range(epochs):
-            for images, labels in data.batches(batch_size):
+            for inputs, targets in data.batches(batch_size):
                 leaves = {name: value.detach().requires_grad_(True) for name, value in weights.items()}
-                logits = functional_call(model, blend(received, local, leaves), (images.to(device),), strict=False)
-                loss = F.cross_entropy(logits, labels.to(device))
+                blended = {f"model.{name}": value for name, value in blend(received, local, leaves).items()}
+                loss = functional_call(task_loss, blended, (inputs.to(device), targets.to(device)), strict=False)
                 gradients = torch.autograd.grad(loss, list(leaves.values()))
                 weights = {name: (leaves[name].detach() - lr * gradient).clamp_(0, 1)
                            for name, gradient in zip(leaves, gradients, strict=True)}

@@ -13,7 +13,7 @@ import numpy as np
 
 from fedhei import seeding
 from fedhei.federation.algorithms.base import ClientAlgorithm, LocalTraining, Trained
-from fedhei.federation.policy import HEAD_PREFIX
+from fedhei.models.adapters import adapter_for
 from fedhei.models.registry import create_model
 from fedhei.training.loops import train
 
@@ -21,7 +21,8 @@ from fedhei.training.loops import train
 def initial_head(model_name: str, seed: int) -> dict[str, np.ndarray]:
     """The model's own initialization of its head, drawn from the (seed, "fedbabu-head") stream."""
     model = create_model(model_name, seed=seeding.seed_for(seed, "fedbabu-head"))
-    return {name: value.detach().numpy().copy() for name, value in model.named_parameters() if name.startswith(HEAD_PREFIX)}
+    head = set(adapter_for(model).head_parameters(model))
+    return {name: value.detach().numpy().copy() for name, value in model.named_parameters() if name in head}
 
 
 class FedBABUTraining(ClientAlgorithm):

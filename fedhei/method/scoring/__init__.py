@@ -59,6 +59,9 @@ class _Entry:
     # A federated client can build it from its own model and data alone; the fused
     # scorers also need other users' exhaustive scores, which a client never sees.
     standalone: bool = True
+    # It scores any model through its architecture adapter and task; attention entropy
+    # reads timm ViT attention modules.
+    any_model: bool = True
 
 
 _SCORERS: dict[str, _Entry] = {
@@ -69,7 +72,7 @@ _SCORERS: dict[str, _Entry] = {
     "weight-entropy": _Entry(lambda s: WeightEntropyScorer()),
     "fisher": _Entry(lambda s: FisherScorer()),
     "activation": _Entry(lambda s: ActivationScorer()),
-    "attention-entropy": _Entry(lambda s: AttentionEntropyScorer()),
+    "attention-entropy": _Entry(lambda s: AttentionEntropyScorer(), any_model=False),
     "fused-linear": _Entry(lambda s: FusedScorer("linear", s.fusion_training, "fused-linear"), standalone=False),
     "fused-forest": _Entry(lambda s: FusedScorer("forest", s.fusion_training, "fused-forest"), standalone=False),
 }
@@ -82,13 +85,17 @@ def _choices(options: Iterable[str]) -> str:
     return ", ".join(options)
 
 
-def check_federated_scorer(name: str) -> None:
-    """A federated client builds its scorer alone: refuse the ones it cannot build."""
+def check_federated_scorer(name: str, language_model: bool = False) -> None:
+    """A federated client builds its scorer alone, for its model: refuse the ones it cannot build."""
     if name in _SCORERS and not _SCORERS[name].standalone:
         raise FedheiError(f"scorer '{name}' needs weights fitted on other clients' exhaustive scores, which a "
                           f"federated client never sees; choose one of: {_choices(FEDERATED_SCORERS)}")
     if name not in _SCORERS:
         raise FedheiError(f"unknown scorer '{name}'; choose one of: {_choices(FEDERATED_SCORERS)}")
+    if language_model and not _SCORERS[name].any_model:
+        usable = (scorer for scorer in FEDERATED_SCORERS if _SCORERS[scorer].any_model)
+        raise FedheiError(f"scorer '{name}' reads a ViT's attention and cannot score a language model; choose one of: "
+                          f"{_choices(usable)}")
 
 
 def build_scorer(
