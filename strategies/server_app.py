@@ -120,7 +120,10 @@ def _write(run_dir: Path, strategy: PersonalizedStrategy, clients: list[dict[str
         partition=_partition(strategy.scenario),
     )
     write_run(run_dir, payload)
-    atomic.write_json(run_dir / TIMINGS_FILE, {"round-seconds": {str(r): s for r, s in sorted(strategy.timings.items())}})
+    timings: dict[str, Any] = {"round-seconds": {str(r): s for r, s in sorted(strategy.timings.items())}}
+    if strategy.export_seconds is not None:
+        timings["export-seconds"] = strategy.export_seconds
+    atomic.write_json(run_dir / TIMINGS_FILE, timings)
     return payload
 
 
