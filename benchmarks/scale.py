@@ -38,6 +38,7 @@ import psutil
 from rich.table import Table
 
 from fedhei import atomic
+from fedhei.cli.main import scenario_arguments
 from fedhei.config.scenario import Scenario
 from fedhei.errors import FedheiError
 from fedhei.experiments.run import load_scenario
@@ -52,10 +53,7 @@ ACCURACY_KEYS = ("accuracy", "accuracy-weighted")
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("scenario", type=Path, help="scenario TOML (run-config keys)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override one setting, as `fedhei run --set` does (repeatable)")
-    parser.add_argument("--data", default="", help="CIFAR-10 source (default: search the usual places)")
+    scenario_arguments(parser)
     parser.add_argument("--plain-threads", type=int, default=0,
                         help="torch threads of the plain loop (default: client-num-cpus, each simulated client's own count)")
     parser.add_argument("--plain-export-clients", type=int, default=None,
@@ -282,8 +280,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except FedheiError as error:
-        print(f"scale: error: {error}", file=sys.stderr)
-        sys.exit(2)
+    sys.exit(main())

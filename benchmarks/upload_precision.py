@@ -17,7 +17,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from fedhei.errors import FedheiError
+from fedhei.cli.main import scenario_arguments
 from fedhei.experiments.layout import seed_runs
 from fedhei.experiments.run import load_scenario, plan_runs, run_batch
 from fedhei.federation.wire import Precision
@@ -26,12 +26,9 @@ from fedhei.reporting.comparison import Run, comparison_tables, load_run
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("scenario", type=Path, help="scenario TOML (run-config keys)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override one setting, as `fedhei run --set` does (repeatable)")
+    scenario_arguments(parser)
     parser.add_argument("--seeds", default="0,1,2", help="the seeds both precisions run, e.g. 0,1,2")
     parser.add_argument("--precision", default=Precision.INT8.value, choices=[p.value for p in Precision if p is not Precision.FLOAT32])
-    parser.add_argument("--data", default="", help="CIFAR-10 source (default: search the usual places)")
     parser.add_argument("--out", type=Path, required=True, help="where the runs go: <out>/<precision>/seed-<s>")
     return parser.parse_args(argv)
 
@@ -58,8 +55,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except FedheiError as error:
-        print(f"upload_precision: error: {error}", file=sys.stderr)
-        sys.exit(2)
+    sys.exit(main())
