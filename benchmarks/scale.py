@@ -60,6 +60,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="export only the first N clients on the plain side (default: all, as the simulation does)")
     parser.add_argument("--caption", default="", help="a note printed under the table and kept in the JSON")
     parser.add_argument("--json", type=Path, help="also write the figures here (JSON)")
+    parser.add_argument("--markdown", action="store_true", help="also print the table as markdown")
     return parser.parse_args(argv)
 
 
@@ -222,44 +223,61 @@ def _ratio(a: float, b: float) -> str:
     return f"{a / b:.2f}" if b else "-"
 
 
-def table(summary: dict[str, Any], caption: str) -> Table:
+COLUMNS = ("measure", "simulation", "plain loop", "simulation / plain")
+
+
+def rows(summary: Mapping[str, Any]) -> list[tuple[str, str, str, str]]:
+    """The table's rows, as text: the same for the terminal and for markdown."""
     sim, plain = summary["simulation"], summary["plain"]
-    name = summary["scenario"]["name"]
-    clients = summary["scenario"]["num-clients"]
-    result = Table(title=f"{name}: simulation (Flower + Ray) against the plain loop ({clients} registered clients)",
-                   caption=caption or None)
-    for column in ("measure", "simulation", "plain loop", "simulation / plain"):
-        result.add_column(column, justify="left" if column == "measure" else "right")
-    sim_export_per = sim["export-seconds"] / sim["export-clients"]
-    plain_export_per = plain["export-seconds"] / max(1, plain["export-clients"])
-    rows = [
+    timed = [
         ("wall time (s)", sim["wall-seconds"], plain["wall-seconds"]),
         ("CPU time, all processes (s)", sim["cpu-seconds"], plain["cpu-seconds"]),
         ("rounds, total (s)", sum(sim["round-seconds"]), sum(plain["round-seconds"])),
         ("round, mean (s)", _mean(sim["round-seconds"]), _mean(plain["round-seconds"])),
         ("export, total (s)", sim["export-seconds"], plain["export-seconds"]),
-        ("export per client (s)", sim_export_per, plain_export_per),
+        ("export per client (s)", sim["export-seconds"] / sim["export-clients"],
+         plain["export-seconds"] / max(1, plain["export-clients"])),
         ("start, setup and reports: the rest (s)", _rest(sim), _rest(plain)),
     ]
-    for label, left, right in rows:
-        result.add_row(label, f"{left:.2f}", f"{right:.2f}", _ratio(left, right))
-    result.add_row("final local round per client, in the export (s)", "",
+    result = [(label, f"{left:.2f}", f"{right:.2f}", _ratio(left, right)) for label, left, right in timed]
+    result.append(("final local round per client, in the export (s)", "",
                    f"{plain['final-round-seconds'] / max(1, plain['export-clients']):.2f}",
-                   f"export / final rounds {_ratio(plain['export-seconds'], plain['final-round-seconds'])} (plain)")
-    result.add_row("peak memory, PSS of all processes", human_bytes(sim["peak-pss-bytes"]), human_bytes(plain["peak-pss-bytes"]),
-                   _ratio(sim["peak-pss-bytes"], plain["peak-pss-bytes"]))
-    result.add_row("processes seen", str(sim["processes"]), str(plain["processes"]), "")
+                   f"export / final rounds {_ratio(plain['export-seconds'], plain['final-round-seconds'])} (plain)"))
+    result.append(("peak memory, PSS of all processes", human_bytes(sim["peak-pss-bytes"]), human_bytes(plain["peak-pss-bytes"]),
+                   _ratio(sim["peak-pss-bytes"], plain["peak-pss-bytes"])))
+    result.append(("processes seen", str(sim["processes"]), str(plain["processes"]), ""))
     dense = summary["fedavg-bytes-per-round"]
     for direction in ("up", "down"):
-        fedhei = _mean(sim[f"bytes-{direction}"])
-        result.add_row(f"bytes {direction} per round: {summary['scenario']['strategy']} | FedAvg dense float32",
-                       human_bytes(fedhei), human_bytes(dense), f"{100 * fedhei / dense:.1f}% of FedAvg")
+        sent = _mean(sim[f"bytes-{direction}"])
+        result.append((f"bytes {direction} per round: {summary['scenario']['strategy']} / FedAvg dense float32",
+                       human_bytes(sent), human_bytes(dense), f"{100 * sent / dense:.1f}% of FedAvg"))
     same = summary["agreement"]
     verdict = (f"identical on {same['clients']} clients" if same["identical"] else
                f"DIFFER: clients {same['differing']}, by up to {same['max-difference']:.4f}; per-round "
                f"evaluations {'identical' if same['rounds-identical'] else 'differ'}")
-    result.add_row("final per-client accuracies", verdict, "", "")
+    result.append(("final per-client accuracies", verdict, "", ""))
     return result
+
+
+def _title(summary: Mapping[str, Any]) -> str:
+    scenario = summary["scenario"]
+    return f"{scenario['name']}: simulation (Flower + Ray) against the plain loop ({scenario['num-clients']} registered clients)"
+
+
+def table(summary: Mapping[str, Any]) -> Table:
+    result = Table(title=_title(summary), caption=summary.get("caption") or None)
+    for column in COLUMNS:
+        result.add_column(column, justify="left" if column == "measure" else "right")
+    for row in rows(summary):
+        result.add_row(*row)
+    return result
+
+
+def markdown(summary: Mapping[str, Any]) -> str:
+    lines = [f"{_title(summary)}; {summary['caption']}" if summary.get("caption") else _title(summary), "",
+             "| " + " | ".join(COLUMNS) + " |", "| --- | ---: | ---: | ---: |"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows(summary)]
+    return "\n".join(lines) + "\n"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -272,7 +290,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     summary = summarize(scenario, simulation, plain, threads)
     summary["caption"] = args.caption
     summary["overrides"] = list(args.overrides)
-    stdout.print(table(summary, args.caption))
+    stdout.print(table(summary))
+    if args.markdown:
+        print(markdown(summary))
     if args.json:
         atomic.write_json(args.json, summary)
         print(f"figures: {args.json}")
