@@ -21,7 +21,8 @@ from fedhei.cli.main import scenario_arguments
 from fedhei.experiments.layout import seed_runs
 from fedhei.experiments.run import load_scenario, plan_runs, run_batch
 from fedhei.federation.wire import Precision
-from fedhei.reporting.comparison import Run, comparison_tables, load_run
+from fedhei.reporting.comparison import Run, comparison_metric, comparison_tables, load_run
+from fedhei.reporting.results import METRIC_NAMES
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -51,7 +52,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         run_batch(planned, quiet=True)
     runs = [labelled(load_run(run_dir), precision) for precision, runs in pairs for _, run_dir in runs]
     print(comparison_tables(runs, references=[runs[0].strategy]))
+    print(per_client_table(runs, precisions))
     return 0
+
+
+def per_client_table(runs: Sequence[Run], precisions: Sequence[str]) -> str:
+    """Every client of every seed at both precisions, and the difference: what the paired interval rests on."""
+    metric = comparison_metric(runs)
+    by_key = {(run.strategy.rsplit(" ", 1)[1], run.seed): run for run in runs}
+    reference, other = precisions
+    lines = [f"{METRIC_NAMES[metric]}, per client:", "", f"| seed | client | {reference} | {other} | difference (points) |",
+             "| --- | --- | --- | --- | --- |"]
+    for seed in sorted({run.seed for run in runs}):
+        if (reference, seed) not in by_key or (other, seed) not in by_key:
+            continue
+        theirs = {int(client["client-id"]): client[metric] for client in by_key[reference, seed].clients}
+        ours = {int(client["client-id"]): client[metric] for client in by_key[other, seed].clients}
+        lines += [f"| {seed} | {client} | {100 * theirs[client]:.2f}% | {100 * ours[client]:.2f}% "
+                  f"| {100 * (ours[client] - theirs[client]):+.2f} |" for client in sorted(theirs.keys() & ours.keys())]
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
