@@ -140,6 +140,8 @@ class PersonalizedStrategy(FedAvg):
         # Wall-clock seconds per round and of the final export, kept apart from results.json (which must repeat exactly).
         self.timings: dict[int, float] = {}
         self.export_seconds: float | None = None
+        # How many messages may wait at once (see strategies.directory.exchange); None: all of a round's.
+        self.in_flight: int | None = None
         self._current: ArrayRecord | None = None
         self._evaluate_sampled: dict[int, list[int]] = {}
 
@@ -362,7 +364,8 @@ class PersonalizedStrategy(FedAvg):
         """
         timeout = self.scenario.round_timeout
         if self.directory is None:
-            self.directory = ClientDirectory.discover(grid, ConfigRecord(self.scenario.to_mapping()), self.scenario.num_clients)
+            self.directory = ClientDirectory.discover(grid, ConfigRecord(self.scenario.to_mapping()), self.scenario.num_clients,
+                                                      in_flight=self.in_flight)
         result = Result(arrays=initial_arrays)
         for server_round in range(self.completed_round + 1, num_rounds + 1):
             started = time.perf_counter()
@@ -417,7 +420,7 @@ class PersonalizedStrategy(FedAvg):
         messages = self._messages(clients, arrays, self.round_config(final_round, final=True), MessageType.EVALUATE)
         self.observer.export_started(len(messages))
         received = self._by_partition(exchange(grid, messages, self.export_timeout(),
-                                               on_reply=lambda _: self.observer.reply_received()))
+                                               on_reply=lambda _: self.observer.reply_received(), in_flight=self.in_flight))
         finals, failures = [], []
         for client in clients:
             reply = received.get(client)

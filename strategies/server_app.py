@@ -80,14 +80,16 @@ def _start(scenario: Scenario, run_dir: Path, resume: bool, observer: RoundObser
 
 
 def run_federation(grid: Grid, scenario: Scenario, run_dir: Path, resume: bool = False,
-                   observer: RoundObserver | None = None) -> dict[str, Any]:
-    """Run every round (from the checkpoint when resuming), then the final per-client export.
+                   observer: RoundObserver | None = None, in_flight: int | None = None) -> dict[str, Any]:
+    """Run every round (from the checkpoint when resuming), then the final per-client export, with at
+    most ``in_flight`` messages waiting at once in the roll call and the export (all when None).
 
     Writes results.json and report.md whatever happens: complete, or partial with the
     completed rounds and why the run stopped (then :class:`RunFailed` propagates).
     """
     run_dir = run_dir.resolve()
     strategy, arrays = _start(scenario, run_dir, resume, observer)
+    strategy.in_flight = in_flight
     try:
         result = strategy.start(grid=grid, initial_arrays=arrays, num_rounds=scenario.num_server_rounds)
         clients, export_failures = strategy.finalize(grid, result.arrays)
@@ -142,6 +144,8 @@ class RunJob:
     run_dir: Path
     resume: bool = False
     observer: RoundObserver | None = None
+    # At most this many messages waiting at once in the roll call and the export (None: all).
+    in_flight: int | None = None
 
 
 def run_all(grid: Grid, jobs: Sequence[RunJob]) -> None:
@@ -153,7 +157,7 @@ def run_all(grid: Grid, jobs: Sequence[RunJob]) -> None:
     failed: list[tuple[RunJob, RunFailed]] = []
     for job in jobs:
         try:
-            run_federation(grid, job.scenario, job.run_dir, job.resume, job.observer)
+            run_federation(grid, job.scenario, job.run_dir, job.resume, job.observer, job.in_flight)
         except RunFailed as failure:
             if len(jobs) == 1:
                 raise
