@@ -30,10 +30,10 @@ from flwr.common.constant import ErrorCode
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg, Result
 
-from fedhei import seeding
 from fedhei.config.scenario import Scenario
 from fedhei.errors import RunFailed
 from fedhei.federation.policy import ClientPolicy, shared_parameters
+from fedhei.federation.sampling import SAMPLE_EVALUATE, SAMPLE_TRAIN, sample_clients
 from fedhei.federation.wire import DecodedTensor, UpdateError, decode, masked_average
 from fedhei.models.registry import head_parameter_names
 from fedhei.reporting.progress import RoundLines, RoundObserver
@@ -142,8 +142,11 @@ class PersonalizedStrategy(FedAvg):
         # Partitions whose update was accepted once (they hold their own state from then on),
         # with the personalized layers each reported last: what the server need not send back.
         self.participants: dict[int, tuple[str, ...]] = {}
-        # Wall-clock seconds per round, kept apart from results.json (which must repeat exactly).
+        # Wall-clock seconds per round and of the final export, kept apart from results.json (which must repeat exactly).
         self.timings: dict[int, float] = {}
+        self.export_seconds: float | None = None
+        # How many messages may wait at once (see strategies.directory.exchange); None: all of a round's.
+        self.in_flight: int | None = None
         self._current: ArrayRecord | None = None
         self._evaluate_sampled: dict[int, list[int]] = {}
 
@@ -178,10 +181,7 @@ class PersonalizedStrategy(FedAvg):
 
     def sample(self, fraction: float, server_round: int, purpose: str) -> list[int]:
         """Partition ids drawn from the (seed, purpose, round) stream: the same users in every run."""
-        population = self.scenario.num_clients
-        count = min(population, max(1, int(round(population * fraction))))
-        chosen = seeding.rng(self.scenario.seed, purpose, server_round).choice(population, size=count, replace=False)
-        return sorted(int(client) for client in chosen)
+        return sample_clients(self.scenario.seed, self.scenario.num_clients, fraction, server_round, purpose)
 
     def round_config(self, server_round: int, final: bool = False) -> ConfigRecord:
         config: dict[str, Any] = {
@@ -226,7 +226,7 @@ class PersonalizedStrategy(FedAvg):
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
         self._current = arrays
         record = self.rounds.setdefault(server_round, RoundLog(server_round))
-        record.sampled = self.sample(self.scenario.fraction_train, server_round, "sample-train")
+        record.sampled = self.sample(self.scenario.fraction_train, server_round, SAMPLE_TRAIN)
         messages = self._messages(record.sampled, arrays, self.round_config(server_round), MessageType.TRAIN)
         record.bytes_down = sum(message.content.array_records["arrays"].count_bytes() for message in messages)
         return messages
@@ -235,7 +235,7 @@ class PersonalizedStrategy(FedAvg):
         if self.scenario.fraction_evaluate == 0:
             self._evaluate_sampled[server_round] = []
             return []
-        chosen = self.sample(self.scenario.fraction_evaluate, server_round, "sample-evaluate")
+        chosen = self.sample(self.scenario.fraction_evaluate, server_round, SAMPLE_EVALUATE)
         self._evaluate_sampled[server_round] = chosen
         return self._messages(chosen, arrays, self.round_config(server_round), MessageType.EVALUATE)
 
@@ -376,7 +376,8 @@ class PersonalizedStrategy(FedAvg):
         """
         timeout = self.scenario.round_timeout
         if self.directory is None:
-            self.directory = ClientDirectory.discover(grid, ConfigRecord(self.scenario.to_mapping()), self.scenario.num_clients)
+            self.directory = ClientDirectory.discover(grid, ConfigRecord(self.scenario.to_mapping()), self.scenario.num_clients,
+                                                      in_flight=self.in_flight)
         result = Result(arrays=initial_arrays)
         for server_round in range(self.completed_round + 1, num_rounds + 1):
             started = time.perf_counter()
@@ -421,18 +422,19 @@ class PersonalizedStrategy(FedAvg):
         """The final export asks every client at once: round-timeout per round's worth of clients,
         and never less than EXPORT_MIN_TIMEOUT_S, since each export also evaluates twice and writes
         its model (a round-timeout tight enough to cut hung clients in rounds must not cut exports)."""
-        per_round = len(self.sample(self.scenario.fraction_train, 1, "sample-train"))
+        per_round = len(self.sample(self.scenario.fraction_train, 1, SAMPLE_TRAIN))
         return max(EXPORT_MIN_TIMEOUT_S, self.scenario.round_timeout * -(-self.scenario.num_clients // per_round))
 
     def finalize(self, grid: Grid, arrays: ArrayRecord) -> tuple[list[dict[str, float]], list[dict[str, Any]]]:
         """Every client builds, evaluates and exports its own model: their numbers, and the export failures."""
         assert self.directory is not None
+        started = time.perf_counter()
         clients = list(range(self.scenario.num_clients))
         final_round = self.scenario.num_server_rounds
         messages = self._messages(clients, arrays, self.round_config(final_round, final=True), MessageType.EVALUATE)
         self.observer.export_started(len(messages))
         received = self._by_partition(exchange(grid, messages, self.export_timeout(),
-                                               on_reply=lambda _: self.observer.reply_received()))
+                                               on_reply=lambda _: self.observer.reply_received(), in_flight=self.in_flight))
         finals, failures = [], []
         for client in clients:
             reply = received.get(client)
@@ -446,6 +448,7 @@ class PersonalizedStrategy(FedAvg):
                 finals.append(_numbers(reply.content.metric_records["metrics"]))
         for failure in failures:
             log.info("final export failed on client %d (%s): %s", failure["client"], failure["kind"], failure["reason"])
+        self.export_seconds = time.perf_counter() - started
         return finals, failures
 
 

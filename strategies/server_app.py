@@ -79,14 +79,16 @@ def _start(scenario: Scenario, run_dir: Path, resume: bool, observer: RoundObser
 
 
 def run_federation(grid: Grid, scenario: Scenario, run_dir: Path, resume: bool = False,
-                   observer: RoundObserver | None = None) -> dict[str, Any]:
-    """Run every round (from the checkpoint when resuming), then the final per-client export.
+                   observer: RoundObserver | None = None, in_flight: int | None = None) -> dict[str, Any]:
+    """Run every round (from the checkpoint when resuming), then the final per-client export, with at
+    most ``in_flight`` messages waiting at once in the roll call and the export (all when None).
 
     Writes results.json and report.md whatever happens: complete, or partial with the
     completed rounds and why the run stopped (then :class:`RunFailed` propagates).
     """
     run_dir = run_dir.resolve()
     strategy, arrays = _start(scenario, run_dir, resume, observer)
+    strategy.in_flight = in_flight
     try:
         result = strategy.start(grid=grid, initial_arrays=arrays, num_rounds=scenario.num_server_rounds)
         clients, export_failures = strategy.finalize(grid, result.arrays)
@@ -119,7 +121,10 @@ def _write(run_dir: Path, strategy: PersonalizedStrategy, clients: list[dict[str
         partition=_partition(strategy.scenario),
     )
     write_run(run_dir, payload)
-    atomic.write_json(run_dir / TIMINGS_FILE, {"round-seconds": {str(r): s for r, s in sorted(strategy.timings.items())}})
+    timings: dict[str, Any] = {"round-seconds": {str(r): s for r, s in sorted(strategy.timings.items())}}
+    if strategy.export_seconds is not None:
+        timings["export-seconds"] = strategy.export_seconds
+    atomic.write_json(run_dir / TIMINGS_FILE, timings)
     return payload
 
 
@@ -141,6 +146,8 @@ class RunJob:
     run_dir: Path
     resume: bool = False
     observer: RoundObserver | None = None
+    # At most this many messages waiting at once in the roll call and the export (None: all).
+    in_flight: int | None = None
 
 
 def run_all(grid: Grid, jobs: Sequence[RunJob]) -> None:
@@ -152,7 +159,7 @@ def run_all(grid: Grid, jobs: Sequence[RunJob]) -> None:
     failed: list[tuple[RunJob, RunFailed]] = []
     for job in jobs:
         try:
-            run_federation(grid, job.scenario, job.run_dir, job.resume, job.observer)
+            run_federation(grid, job.scenario, job.run_dir, job.resume, job.observer, job.in_flight)
         except RunFailed as failure:
             if len(jobs) == 1:
                 raise

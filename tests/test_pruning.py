@@ -93,6 +93,27 @@ def test_masks_nest_as_ratios_grow(micro: nn.Module) -> None:
         assert not (large[name] & ~small[name]).any()
 
 
+@pytest.mark.parametrize("ratio", [0.0, 0.25, 0.5, 0.9, 1.0])
+def test_masks_prune_what_a_stable_sort_puts_first_ties_and_nan_included(micro: nn.Module, ratio: float) -> None:
+    """Masks are selected, not sorted; the selection must prune exactly the weights a stable sort of the
+    magnitudes puts first (ties to the lower index: rounded weights, zeros from earlier steps, a NaN)."""
+    layers = names(micro)
+    generator = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for index, layer in enumerate(layers):
+            weight = dict(micro.named_modules())[layer].weight
+            weight.copy_(weight.round(decimals=1) * (torch.rand(weight.shape, generator=generator) > 0.3))
+            if index == 0:
+                weight.view(-1)[5] = float("nan")
+    masks = magnitude_masks(micro, dict.fromkeys(layers, ratio))
+    for layer in layers:
+        weight = dict(micro.named_modules())[layer].weight.detach()
+        count = math.floor(ratio * weight.numel() + 0.5)
+        expected = torch.ones(weight.numel(), dtype=torch.bool)
+        expected[torch.sort(weight.abs().flatten(), stable=True).indices[:count]] = False
+        assert torch.equal(masks[f"{layer}.weight"].flatten(), expected)
+
+
 def test_masks_hold_through_training(micro: nn.Module) -> None:
     data = make_synthetic(num_train=256, num_test=16)
     masks = magnitude_masks(micro, dict.fromkeys(names(micro), 0.5))

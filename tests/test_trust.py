@@ -19,8 +19,10 @@ from pathlib import Path
 import pytest
 
 from fedhei.config.scenario import Scenario
+from fedhei.experiments.plain import run_plain
 from fedhei.experiments.run import bench_command, run_scenario
 from fedhei.federation.faults import Fault, fault_for
+from strategies.fedhei import FedHEI
 
 SCENARIO_TOML = """
 name = "trust"
@@ -82,6 +84,22 @@ def test_every_strategy_of_a_bench_samples_the_same_clients_in_every_round(bench
     assert all(len(clients) == 2 for clients in sampled["fedhei"])
     # Not a trivially fixed set: the draw changes from round to round.
     assert len({tuple(clients) for clients in sampled["fedhei"]}) > 1
+
+
+def test_the_plain_loop_gives_every_client_the_simulations_accuracies_and_model_files(scenario_file: Path, bench_dir: Path,
+                                                                                      tmp_path: Path) -> None:
+    """benchmarks/scale.py's plain loop (no Flower, no Ray) replays the same federation: same sampled clients,
+    same evaluations every round, byte-identical final models."""
+    scenario = Scenario.from_toml(scenario_file)
+    simulated = json.loads((bench_dir / "fedhei" / "results.json").read_text())
+    plain = run_plain(scenario, FedHEI.policy, tmp_path, threads=int(scenario.client_num_cpus))
+    assert {int(client["client-id"]): (client["accuracy"], client["accuracy-weighted"]) for client in simulated["clients"]} == {
+        client: (metrics["accuracy"], metrics["accuracy-weighted"]) for client, metrics in plain.finals.items()}
+    assert {record["round"]: {row["client"]: row["accuracy"] for row in record["clients"] if row["client"] in record["evaluated"]}
+            for record in simulated["rounds"]} == plain.evaluated
+    for client in range(scenario.num_clients):
+        model = Path("clients", str(client), "model.safetensors")
+        assert (tmp_path / model).read_bytes() == (bench_dir / "fedhei" / model).read_bytes()
 
 
 def test_a_run_killed_mid_round_resumes_to_the_same_results_and_models(scenario_file: Path, bench_dir: Path, tmp_path: Path) -> None:

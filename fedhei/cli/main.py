@@ -112,14 +112,19 @@ def _compress(args: argparse.Namespace) -> int:
     return main(args)
 
 
-def _run_arguments(parser: argparse.ArgumentParser) -> None:
+def scenario_arguments(parser: argparse.ArgumentParser) -> None:
+    """The scenario file, its ``--set`` overrides and ``--data``: as ``fedhei run`` reads them (the benchmarks too)."""
     parser.add_argument("scenario", type=Path, help="scenario TOML (run-config keys)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override one setting, e.g. --set num-server-rounds=5 (repeatable)")
+    parser.add_argument("--data", default="", help="CIFAR-10 source (sets data-source): folder, .tar.gz, 'synthetic' or 'download'")
+
+
+def _run_arguments(parser: argparse.ArgumentParser) -> None:
+    scenario_arguments(parser)
     parser.add_argument("--strategy", dest="strategies", action="append", default=[],
                         help="run these strategies side by side (repeatable); default: the scenario's own")
     parser.add_argument("--out", type=Path, help="run directory (default: <out-dir>/<scenario name>/<strategy>)")
-    parser.add_argument("--data", default="", help="CIFAR-10 source (sets data-source): folder, .tar.gz, 'synthetic' or 'download'")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines, only the final summary")
     parser.add_argument("--seeds", default="", metavar="0,1,2",
                         help="repeat the scenario with each seed (sets seeds): each seed draws its own partition, "

@@ -62,6 +62,15 @@ def backend_config(scenario: Scenario, verbose: bool) -> dict[str, Any]:
     return {"client_resources": {"num_cpus": scenario.client_num_cpus, "num_gpus": gpus}, "init_args": init_args}
 
 
+def simulation_in_flight(scenario: Scenario) -> int | None:
+    """How many messages the server lets wait at once in a simulation on this machine: twice the clients Ray
+    runs at once (its CPUs over client-num-cpus), so no worker waits while Flower's engine scans only a few.
+    On a cluster (``ray-address``) its size is not known here: no limit."""
+    if scenario.ray_address:
+        return None
+    return 2 * max(1, int((os.cpu_count() or 1) // scenario.client_num_cpus))
+
+
 class _QuietFlower(logging.Filter):
     """Drop what fedhei reports itself: the in-process deprecation note, and the simulation
     engine's traceback for every client that raised (each failure is recorded with its
@@ -164,7 +173,8 @@ def run_batch(runs: Sequence[PlannedRun], verbose: bool = False, quiet: bool = F
     batches = [list(runs)] if together else [[run] for run in runs]
     with ProgressDisplay(len(runs), quiet=quiet) as display:
         for batch in batches:
-            jobs = [RunJob(run.scenario, run.run_dir, run.resume, display.observer(run.label)) for run in batch]
+            jobs = [RunJob(run.scenario, run.run_dir, run.resume, display.observer(run.label), simulation_in_flight(run.scenario))
+                    for run in batch]
             ENGINE_STOPPED.clear()
             try:
                 run_simulation(

@@ -32,11 +32,21 @@ def finalize(job: ClientJob, global_arrays: Arrays, state: ClientState | None, r
     is off, on the whole test set weighted by its label proportions; the manifest keeps both.
     A language model is evaluated on its client's test text: next-token accuracy and perplexity.
     """
+    model, state = final_model(job, global_arrays, state)
+    return export_model(job, model, state, run_dir)
+
+
+def final_model(job: ClientJob, global_arrays: Arrays, state: ClientState | None) -> tuple[nn.Module, ClientState | None]:
+    """The model this user keeps, and its state: after the last local round where the strategy adapts,
+    else the global model merged with the user's own state. The export's training, apart from its evaluation."""
     if job.policy.adapts_before_export:
         final = local_round(replace(job, complete_schedule=True), global_arrays, state)
-        model, state = final.model, final.state
-    else:
-        model = merge(job, global_arrays, state)
+        return final.model, final.state
+    return merge(job, global_arrays, state), state
+
+
+def export_model(job: ClientJob, model: nn.Module, state: ClientState | None, run_dir: Path) -> dict[str, float]:
+    """Evaluate the final model, write it (sparse, or structurally pruned) with its manifest; the manifest's numbers."""
     data = client_data(job.scenario, job.client_id, model)
     masks = state.masks if state else {}
     roles = state.roles if state else None

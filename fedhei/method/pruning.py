@@ -60,11 +60,29 @@ def magnitude_masks(model: nn.Module, ratios: Mapping[str, float]) -> Masks:
     for name, module in modules_named(model, ratios).items():
         weight = module.weight.detach()
         count = math.floor(ratios[name] * weight.numel() + 0.5)
-        order = torch.sort(weight.abs().flatten().cpu(), stable=True).indices
-        keep = torch.ones(weight.numel(), dtype=torch.bool)
-        keep[order[:count]] = False
+        keep = _keep_all_but_smallest(weight.abs().flatten().cpu(), count)
         masks[f"{name}.weight"] = keep.view_as(weight).to(weight.device)
     return masks
+
+
+def _keep_all_but_smallest(magnitudes: torch.Tensor, count: int) -> torch.Tensor:
+    """False at the ``count`` smallest values, ties to the lower index: a stable sort's first ``count``.
+
+    Selecting the count-th value and splitting its ties by index gives the same mask as
+    sorting everything, several times faster (each client builds masks every round). NaN
+    has no place in that selection, so a tensor holding one is sorted as before.
+    """
+    keep = torch.ones(magnitudes.numel(), dtype=torch.bool)
+    if count == 0:
+        return keep
+    if torch.isnan(magnitudes).any():
+        keep[torch.sort(magnitudes, stable=True).indices[:count]] = False
+        return keep
+    threshold = torch.kthvalue(magnitudes, count).values
+    keep = magnitudes > threshold
+    ties = torch.nonzero(magnitudes == threshold).flatten()
+    keep[ties[count - int((magnitudes < threshold).sum()):]] = True
+    return keep
 
 
 def compression(
