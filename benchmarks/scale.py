@@ -280,9 +280,26 @@ def markdown(summary: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+# The server's steps a plain loop replays as the base strategy does them.
+SERVER_HOOKS = ("start", "configure_train", "aggregate_train", "combine", "after_aggregation", "configure_evaluate", "finalize")
+
+
+def check_replayable(strategy: str) -> None:
+    """Refuse a strategy whose server does something of its own (FedBABU's fresh head), which the plain loop would miss."""
+    from strategies import resolve_strategy
+    from strategies.base import PersonalizedStrategy
+
+    found = resolve_strategy(strategy)
+    own = [hook for hook in SERVER_HOOKS if getattr(found, hook) is not getattr(PersonalizedStrategy, hook)]
+    if own:
+        raise FedheiError(f"strategy '{strategy}' has server steps of its own ({', '.join(own)}) that the plain loop does "
+                          "not replay; benchmark a strategy that only sets its client policy")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     scenario = load_scenario(args.scenario, args.overrides, args.data)
+    check_replayable(scenario.strategy)
     threads = args.plain_threads or max(1, int(scenario.client_num_cpus))
     with tempfile.TemporaryDirectory(prefix="fedhei-scale-") as folder:
         plain = measure_side("plain", scenario, Path(folder), threads, args.plain_export_clients)

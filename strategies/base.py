@@ -145,7 +145,7 @@ class PersonalizedStrategy(FedAvg):
         # Wall-clock seconds per round and of the final export, kept apart from results.json (which must repeat exactly).
         self.timings: dict[int, float] = {}
         self.export_seconds: float | None = None
-        # How many messages may wait at once (see strategies.directory.exchange); None: all of a round's.
+        # How many roll-call and export messages may wait at once (see strategies.directory.exchange); None: all.
         self.in_flight: int | None = None
         self._current: ArrayRecord | None = None
         self._evaluate_sampled: dict[int, list[int]] = {}
@@ -419,11 +419,13 @@ class PersonalizedStrategy(FedAvg):
     # -- the end of a run -----------------------------------------------------------------
 
     def export_timeout(self) -> float:
-        """The final export asks every client at once: round-timeout per round's worth of clients,
-        and never less than EXPORT_MIN_TIMEOUT_S, since each export also evaluates twice and writes
-        its model (a round-timeout tight enough to cut hung clients in rounds must not cut exports)."""
+        """The final export asks every client: round-timeout per round's worth of clients (or per ``in_flight``
+        of them, when fewer may wait at once), and never less than EXPORT_MIN_TIMEOUT_S, since each export
+        also evaluates twice and writes its model (a round-timeout tight enough to cut hung clients in
+        rounds must not cut exports)."""
         per_round = len(self.sample(self.scenario.fraction_train, 1, SAMPLE_TRAIN))
-        return max(EXPORT_MIN_TIMEOUT_S, self.scenario.round_timeout * -(-self.scenario.num_clients // per_round))
+        at_once = min(per_round, self.in_flight) if self.in_flight else per_round
+        return max(EXPORT_MIN_TIMEOUT_S, self.scenario.round_timeout * -(-self.scenario.num_clients // at_once))
 
     def finalize(self, grid: Grid, arrays: ArrayRecord) -> tuple[list[dict[str, float]], list[dict[str, Any]]]:
         """Every client builds, evaluates and exports its own model: their numbers, and the export failures."""

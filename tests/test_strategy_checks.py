@@ -17,7 +17,7 @@ from fedhei.errors import FedheiError, RunFailed
 from fedhei.federation.wire import encode
 from strategies import STRATEGIES, resolve_strategy
 from strategies.base import RoundLog, failure_reason
-from strategies.directory import ClientDirectory
+from strategies.directory import ClientDirectory, exchange
 from strategies.fedhei import FedHEI
 
 GLOBAL = {"a.weight": np.arange(6, dtype=np.float32).reshape(2, 3), "a.bias": np.zeros(2, dtype=np.float32)}
@@ -176,3 +176,30 @@ def test_a_returning_fedhei_client_receives_only_the_parameters_it_shares(monkey
     assert all(names == {"a.weight", "a.bias"} for names in sent.values()) and len(sent) == 9
     assert strategy.rounds[2].bytes_down == 9 * arrays.count_bytes()
     assert strategy.state_dict()["participants"] == {"1": [], "2": ["a"]}
+
+
+class _CountingGrid:
+    """Replies to one waiting message per pull, and remembers the most messages that waited at once."""
+
+    def __init__(self) -> None:
+        self.waiting: list[str] = []
+        self.most = 0
+
+    def push_messages(self, messages: list[object]) -> list[str]:
+        ids = [f"m{len(self.waiting) + index}-{id(message)}" for index, message in enumerate(messages)]
+        self.waiting += ids
+        self.most = max(self.most, len(self.waiting))
+        return ids
+
+    def pull_messages(self, ids: set[str]) -> list[object]:
+        answered = next(iter(sorted(ids)))
+        self.waiting.remove(answered)
+        return [type("Reply", (), {"metadata": type("Meta", (), {"reply_to_message_id": answered})()})()]
+
+
+@pytest.mark.parametrize("in_flight, most", [(None, 7), (3, 3), (1, 1)])
+def test_the_export_keeps_at_most_in_flight_messages_waiting_and_gets_every_reply(in_flight: int | None, most: int) -> None:
+    grid = _CountingGrid()
+    replies = exchange(grid, [object() for _ in range(7)], timeout=10.0, in_flight=in_flight)  # type: ignore[arg-type]
+    assert len(replies) == 7 and not grid.waiting
+    assert grid.most == most

@@ -6,7 +6,7 @@ round (``train_round``) with its state kept in memory, the same download (only w
 returning client shares), the same decode and masked average in partition order, the
 same per-round evaluation and the same final export of every user's model. The same
 scenario and seed give the same per-client final accuracy as ``fedhei run``
-(``benchmarks/scale.py`` checks it, and tests/test_plain_federation.py).
+(``benchmarks/scale.py`` checks it, and tests/test_trust.py).
 
 Only what the base strategy's server does is replayed: a scenario with injected
 faults or a consensus layer set is refused, and so is a strategy with server hooks of
