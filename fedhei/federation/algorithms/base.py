@@ -76,15 +76,13 @@ class ClientAlgorithm:
     name: ClassVar[str] = PLAIN
 
     def train(self, work: LocalTraining) -> Trained:
-        return Trained(train(work.model, work.data, work.scenario.train_settings(), work.masks, seed=work.seed))
-
-    def finetune(self, work: LocalTraining) -> Trained:
-        """The final local round before export: one more round of the same training, distilled
-        from the unpruned model with ``distill``."""
-        if work.teacher is None:
-            return self.train(work)
         return Trained(train(work.model, work.data, work.scenario.train_settings(), work.masks, seed=work.seed,
                              objective=work.final_objective()))
+
+    def finetune(self, work: LocalTraining) -> Trained:
+        """The final local round before export: one more round of the same training (distilled
+        from the unpruned model with ``distill``: the final round is the only one with a teacher)."""
+        return self.train(work)
 
     def kept_model(self, model: nn.Module, scenario: Scenario, state: ClientState | None) -> nn.Module:
         """The model this client uses between rounds (what a round's evaluation scores), from the

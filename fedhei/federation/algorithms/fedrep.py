@@ -17,6 +17,6 @@ class FedRepTraining(ClientAlgorithm):
         settings = work.scenario.train_settings()
         head = work.head_names()
         train(work.model, work.data, replace(settings, epochs=work.policy.head_epochs), work.masks,
-              seed=seeding.seed_for(work.seed, "head-epochs"), trainable=head)
+              seed=seeding.seed_for(work.seed, "head-epochs"), trainable=head, objective=work.final_objective())
         return Trained(train(work.model, work.data, settings, work.masks, seed=work.seed,
-                             trainable=work.parameter_names() - head))
+                             trainable=work.parameter_names() - head, objective=work.final_objective()))
