@@ -22,10 +22,23 @@ POLL_INTERVAL_S = 0.02
 # The roll call also waits for every worker to start and load its data, which can take
 # minutes on a busy machine; a round's own timeout is for the rounds.
 ROLL_CALL_TIMEOUT_S = 900.0
-# Set by whoever runs the simulation once its engine has ended, normally or not: a server
-# thread still waiting for replies then gives up at once instead of holding the process
-# (Flower's server thread is not a daemon) until its timeout.
-ENGINE_STOPPED = threading.Event()
+_server_thread = threading.local()
+
+
+def stop_waiting_when(engine_stopped: threading.Event) -> None:
+    """Bind the calling server thread to its simulation's stop signal.
+
+    Whoever runs the simulation sets the event once its engine has ended, normally or
+    not: the server thread still waiting for replies then gives up at once instead of
+    holding the process (Flower's server thread is not a daemon) until its timeout. The
+    binding is per thread, so one simulation's end never cuts another's waits short.
+    """
+    _server_thread.engine_stopped = engine_stopped
+
+
+def _engine_stopped() -> bool:
+    event: threading.Event | None = getattr(_server_thread, "engine_stopped", None)
+    return event is not None and event.is_set()
 
 
 def exchange(grid: Grid, messages: Sequence[Message], timeout: float, on_reply: Callable[[Message], None] | None = None,
@@ -44,7 +57,7 @@ def exchange(grid: Grid, messages: Sequence[Message], timeout: float, on_reply: 
     pending = set(grid.push_messages(queued[:sent]))
     deadline = time.monotonic() + timeout
     replies: list[Message] = []
-    while pending and time.monotonic() < deadline and not ENGINE_STOPPED.is_set():
+    while pending and time.monotonic() < deadline and not _engine_stopped():
         arrived = list(grid.pull_messages(pending))
         for reply in arrived:
             pending.discard(reply.metadata.reply_to_message_id)
@@ -79,7 +92,7 @@ class ClientDirectory:
         :func:`exchange` says), and refuse a federation that does not hold 0..num-clients-1 once each."""
         deadline = time.monotonic() + timeout
         nodes = sorted(grid.get_node_ids())
-        while len(nodes) < num_clients and time.monotonic() < deadline and not ENGINE_STOPPED.is_set():
+        while len(nodes) < num_clients and time.monotonic() < deadline and not _engine_stopped():
             time.sleep(1.0)
             nodes = sorted(grid.get_node_ids())
         question = RecordDict({"config": ConfigRecord({"ask": "partition-id"}), "scenario": scenario})

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import re
 import shutil
+import threading
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ from fedhei.training.pretrain import starting_model
 from strategies import resolve_strategy
 from strategies.base import PersonalizedStrategy
 from strategies.checkpoint import CHECKPOINT_FILE, ServerCheckpoint
+from strategies.directory import stop_waiting_when
 
 log = logging.getLogger(__name__)
 _TOKEN = re.compile(r"[0-9a-f]{32}")
@@ -171,12 +173,14 @@ def run_all(grid: Grid, jobs: Sequence[RunJob]) -> None:
                         f"seed {job.scenario.seed}: {failure}")
 
 
-def server_app_for(jobs: Sequence[RunJob]) -> ServerApp:
-    """A ServerApp bound to already parsed scenarios (the in-process ``fedhei run`` and ``fedhei bench`` path)."""
+def server_app_for(jobs: Sequence[RunJob], engine_stopped: threading.Event) -> ServerApp:
+    """A ServerApp bound to already parsed scenarios (the in-process ``fedhei run`` and ``fedhei bench`` path);
+    its waits end when ``engine_stopped`` is set."""
     server = ServerApp()
 
     @server.main()
     def main(grid: Grid, context: Context) -> None:
+        stop_waiting_when(engine_stopped)
         run_all(grid, jobs)
 
     return server

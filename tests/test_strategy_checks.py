@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from fedhei.errors import FedheiError, RunFailed
 from fedhei.federation.wire import encode
 from strategies import STRATEGIES, resolve_strategy
 from strategies.base import RoundLog, failure_reason
-from strategies.directory import ClientDirectory, exchange
+from strategies.directory import ClientDirectory, exchange, stop_waiting_when
 from strategies.fedhei import FedHEI
 
 GLOBAL = {"a.weight": np.arange(6, dtype=np.float32).reshape(2, 3), "a.bias": np.zeros(2, dtype=np.float32)}
@@ -203,3 +204,28 @@ def test_the_export_keeps_at_most_in_flight_messages_waiting_and_gets_every_repl
     replies = exchange(grid, [object() for _ in range(7)], timeout=10.0, in_flight=in_flight)  # type: ignore[arg-type]
     assert len(replies) == 7 and not grid.waiting
     assert grid.most == most
+
+
+def test_a_stopped_engine_ends_only_the_waits_of_its_own_server_thread() -> None:
+    stopped = threading.Event()
+    stopped.set()
+    cut_short: list[int] = []
+
+    def server_of_the_stopped_simulation() -> None:
+        stop_waiting_when(stopped)
+        cut_short.append(len(exchange(_StalledGrid(), [object()], timeout=30.0)))  # type: ignore[arg-type]
+
+    thread = threading.Thread(target=server_of_the_stopped_simulation)
+    started = time.monotonic()
+    thread.start()
+    thread.join(timeout=10)
+    assert cut_short == [0] and time.monotonic() - started < 5
+    # This thread was never bound, so another simulation's end leaves its exchange whole.
+    assert len(exchange(_CountingGrid(), [object() for _ in range(3)], timeout=10.0)) == 3  # type: ignore[arg-type]
+
+
+class _StalledGrid(_CountingGrid):
+    """Never replies."""
+
+    def pull_messages(self, ids: set[str]) -> list[object]:
+        return []

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -161,7 +162,6 @@ def run_batch(runs: Sequence[PlannedRun], verbose: bool = False, quiet: bool = F
     from flwr.simulation import run_simulation
 
     from clients.client_app import app as client_app
-    from strategies.directory import ENGINE_STOPPED
     from strategies.server_app import RunJob, server_app_for
 
     quiet_flower(verbose)
@@ -175,10 +175,10 @@ def run_batch(runs: Sequence[PlannedRun], verbose: bool = False, quiet: bool = F
         for batch in batches:
             jobs = [RunJob(run.scenario, run.run_dir, run.resume, display.observer(run.label), simulation_in_flight(run.scenario))
                     for run in batch]
-            ENGINE_STOPPED.clear()
+            engine_stopped = threading.Event()
             try:
                 run_simulation(
-                    server_app=server_app_for(jobs),
+                    server_app=server_app_for(jobs, engine_stopped),
                     client_app=client_app,
                     num_supernodes=batch[0].scenario.num_clients,
                     backend_config=backend_config(batch[0].scenario, verbose),
@@ -193,7 +193,7 @@ def run_batch(runs: Sequence[PlannedRun], verbose: bool = False, quiet: bool = F
                 first_line = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
                 raise RunFailed(f"the simulation engine stopped: {first_line}") from error
             finally:
-                ENGINE_STOPPED.set()
+                engine_stopped.set()
     unfinished = [(run, _status(run.run_dir)) for run in runs if _status(run.run_dir) != COMPLETE]
     if unfinished:
         shown = "; ".join(f"{run.label}: {status}" for run, status in unfinished[:3])
