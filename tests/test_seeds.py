@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fedhei.config.scenario import Scenario
+from fedhei.config.scenario import Scenario, parse_override
 from fedhei.data.cifar10 import make_synthetic
 from fedhei.data.partition import make_partition
 from fedhei.errors import FedheiError
@@ -31,6 +31,16 @@ def test_a_toml_list_of_seeds_is_read_as_the_same_setting(tmp_path: Path) -> Non
     file.write_text('seeds = [0, 1, 2]\ncompare-to = ["local"]\n')
     scenario = Scenario.from_toml(file)
     assert (scenario.seeds, scenario.run_seeds(), scenario.references()) == ("0,1,2", (0, 1, 2), ("local",))
+
+
+def test_a_single_seed_is_one_repetition_however_it_is_written(tmp_path: Path) -> None:
+    file = tmp_path / "s.toml"
+    file.write_text("seeds = 4\n")
+    from_cli = Scenario.from_toml(tmp_path / "s.toml", overrides=dict([parse_override("seeds=0")]))
+    assert (Scenario.from_toml(file).run_seeds(), from_cli.run_seeds()) == ((4,), (0,))
+    assert [folder.name for _, folder in seed_runs(from_cli, tmp_path)] == ["seed-0"]
+    with pytest.raises(FedheiError, match="seeds is True"):
+        Scenario.from_mapping({"seeds": True})
 
 
 @pytest.mark.parametrize(

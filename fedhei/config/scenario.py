@@ -386,6 +386,9 @@ def _parse_list(key: str, text: str, kind: type) -> tuple[Any, ...]:
 def _coerce(key: str, value: Any, expected: type) -> Any:
     if key in _LIST_KEYS and isinstance(value, list):
         return ",".join(str(item) for item in value)
+    if key == "seeds" and isinstance(value, int) and not isinstance(value, bool):
+        # One seed, as `--seeds 0`, `--set seeds=0` or a TOML `seeds = 0` give it.
+        return str(value)
     if expected is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if expected is int and isinstance(value, float) and value.is_integer():
