@@ -154,7 +154,7 @@ def test_fedhei_report_compares_two_runs_given_on_the_command_line(bench: Path, 
     for name in PER_STRATEGY:
         assert set(STRATEGIES) <= set(figures[name]["legend"])
     report = (out / "report.md").read_text()
-    assert re.search(r"^\| fedhei \| local \| .* \| 4 clients over 1 seeds \|$", report, re.M)
+    assert re.search(r"^\| fedhei \| local \| .* \| 4 clients over 1 seed \|$", report, re.M)
     with (out / "clients.csv").open() as handle:
         assert {row["strategy"] for row in csv.DictReader(handle)} == set(STRATEGIES)
 

@@ -223,7 +223,8 @@ def _paired_section(runs: Sequence[Run], metric: str, references: Sequence[str])
             "| --- | --- | --- | --- | --- |",
         ]
         lines += [f"| {pair.strategy} | {pair.reference} | {_points(pair.difference)} | {pair.difference.verdict()} "
-                  f"| {pair.difference.units} clients over {pair.difference.groups} seeds |" for pair in pairs]
+                  f"| {pair.difference.units} clients over {pair.difference.groups} seed{'s' if pair.difference.groups > 1 else ''} |"
+                  for pair in pairs]
     if missing:
         lines += ["", f"No comparison against {', '.join(missing)}: not among the compared strategies "
                       "(compare-to names the references; add them to the bench to compare against them)."]

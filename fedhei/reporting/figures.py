@@ -43,7 +43,14 @@ class Drawn:
 
 
 def _colours(strategies: Sequence[str]) -> dict[str, tuple[float, ...]]:
-    return {name: colormaps["tab10"](index % 10) for index, name in enumerate(strategies)}
+    """A colour per strategy, distinct for up to 20 (a full bench has 11; tab10 would repeat one)."""
+    palette, size = (colormaps["tab10"], 10) if len(strategies) <= 10 else (colormaps["tab20"], 20)
+    return {name: palette(index % size) for index, name in enumerate(strategies)}
+
+
+def _legend_beside(axis: Axes, **options: object) -> None:
+    """The legend right of the plot, where it can hide no line or box however many strategies there are."""
+    axis.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, **options)  # type: ignore[arg-type]
 
 
 def _save(figure: Figure, directory: Path, name: str, title: str) -> Drawn:
@@ -106,7 +113,7 @@ def accuracy_per_round(runs: Sequence[Run], directory: Path, colours: dict) -> D
         axis.set_xticks(x, [str(number) for number in x[:-1]] + ["final"])
         axis.set_xlabel("round")
         axis.grid(alpha=0.3)
-        axis.legend(fontsize="small")
+    _legend_beside(axes[-1])
     axes[0].set_ylabel(f"% ({'weighted full test set' if key == WEIGHTED_ACCURACY else 'own test split'})")
     return _save(figure, directory, "accuracy-per-round", "Client accuracy per round (evaluated clients; final: every client)")
 
@@ -128,7 +135,7 @@ def final_accuracy(runs: Sequence[Run], directory: Path, colours: dict) -> Drawn
     axis.set_ylabel(f"final accuracy, % ({'weighted full test set' if metric == WEIGHTED_ACCURACY else 'own test split'})")
     axis.set_title("one point per client (all seeds)")
     axis.grid(alpha=0.3, axis="y")
-    axis.legend(handles=[Patch(color=colours[name], label=name) for name in groups], fontsize="small")
+    _legend_beside(axis, handles=[Patch(color=colours[name], label=name) for name in groups])
     return _save(figure, directory, "final-accuracy", "Final client accuracy by strategy")
 
 
@@ -193,7 +200,7 @@ def layer_pruned(runs: Sequence[Run], directory: Path, colours: dict) -> Drawn |
     axis.set_ylabel("% of the layer's weights pruned")
     axis.set_title("mean over clients (band: lowest to highest client)")
     axis.grid(alpha=0.3)
-    axis.legend(fontsize="small")
+    _legend_beside(axis)
     return _save(figure, directory, "layer-pruned", "Pruned fraction per layer")
 
 
@@ -214,7 +221,7 @@ def compression_accuracy(runs: Sequence[Run], directory: Path, colours: dict) ->
     axis.set_ylabel(f"final accuracy, % ({'weighted full test set' if metric == WEIGHTED_ACCURACY else 'own test split'})")
     axis.set_title("one point per client (all seeds)")
     axis.grid(alpha=0.3)
-    axis.legend(fontsize="small")
+    _legend_beside(axis)
     return _save(figure, directory, "compression-accuracy", "Compression against accuracy")
 
 
@@ -238,7 +245,7 @@ def bytes_per_round(runs: Sequence[Run], directory: Path, colours: dict) -> Draw
         axis.set_xlabel("round")
         axis.set_ylabel("MB per round")
         axis.grid(alpha=0.3)
-        axis.legend(fontsize="small")
+    _legend_beside(axes[-1])
     return _save(figure, directory, "bytes-per-round", "Bytes sent per round")
 
 
