@@ -32,7 +32,7 @@ from flwr.serverapp.strategy import FedAvg, Result
 
 from fedhei.config.scenario import Scenario
 from fedhei.errors import RunFailed
-from fedhei.federation.policy import ClientPolicy, shared_parameters
+from fedhei.federation.policy import ClientPolicy, download_parameters
 from fedhei.federation.sampling import SAMPLE_EVALUATE, SAMPLE_TRAIN, sample_clients
 from fedhei.federation.wire import DecodedTensor, UpdateError, decode, masked_average
 from fedhei.models.registry import head_parameter_names
@@ -210,8 +210,8 @@ class PersonalizedStrategy(FedAvg):
         def download(partition: int) -> ArrayRecord:
             layers = self.participants.get(partition)
             if layers not in downloads:
-                shared = shared_parameters(self.policy, names, layers, head=self.head)
-                downloads[layers] = ArrayRecord({name: arrays[name] for name in names if name in shared})
+                downloads[layers] = ArrayRecord({name: arrays[name]
+                                                 for name in download_parameters(self.policy, names, layers, self.head)})
             return downloads[layers]
 
         return [

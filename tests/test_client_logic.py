@@ -10,11 +10,14 @@ import torch
 
 from fedhei.config.scenario import Scenario
 from fedhei.errors import FedheiError
+from fedhei.experiments.plain import _Server
 from fedhei.federation.client_round import ClientJob, train_round
 from fedhei.federation.export import finalize
-from fedhei.federation.policy import ClientPolicy, Pruning, Sharing
+from fedhei.federation.policy import ClientPolicy, Pruning, Sharing, download_parameters
 from fedhei.federation.wire import VALUES_SUFFIX
+from fedhei.models.adapters import adapter_for
 from fedhei.models.registry import create_model
+from strategies.fedper import FedPer
 
 SCENARIO = Scenario(
     data_source="synthetic", model="vit-micro", num_clients=3, dirichlet_alpha=1.0, local_epochs=0.1,
@@ -74,3 +77,16 @@ def test_a_partial_model_without_local_state_is_refused(base_arrays) -> None:
     partial = {name: value for name, value in base_arrays.items() if not name.startswith("head.")}
     with pytest.raises(FedheiError, match="no local value"):
         train_round(ClientJob(SCENARIO, ClientPolicy(Sharing.BODY), 0, 1), partial, None)
+
+
+def test_the_plain_loop_sends_what_the_server_sends_a_head_splitting_strategy() -> None:
+    """FedPer's returning client gets the body only, in the simulation's server and in the plain loop alike
+    (both ask ``download_parameters``; the plain loop once forgot the head and refused FedPer)."""
+    model = create_model("vit-micro")
+    head = adapter_for(model).head_parameters(model)
+    arrays = {name: value.detach().numpy() for name, value in model.named_parameters()}
+    server = _Server(FedPer.policy, arrays, head)
+    assert list(server.download(0)) == list(arrays)
+    server.participants[0] = ()
+    body = [name for name in arrays if name not in head]
+    assert list(server.download(0)) == body == download_parameters(FedPer.policy, list(arrays), (), head)

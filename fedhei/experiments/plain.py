@@ -27,10 +27,11 @@ from fedhei.data.cifar10 import load_cifar10_cached
 from fedhei.errors import FedheiError
 from fedhei.federation.client_round import Arrays, ClientJob, evaluate_round, prepare, train_round
 from fedhei.federation.export import export_model, final_model
-from fedhei.federation.policy import ClientPolicy, shared_parameters
+from fedhei.federation.policy import ClientPolicy, download_parameters
 from fedhei.federation.sampling import SAMPLE_EVALUATE, SAMPLE_TRAIN, sample_clients
 from fedhei.federation.state import ClientState
 from fedhei.federation.wire import decode, masked_average
+from fedhei.models.adapters import adapter_for
 from fedhei.training.pretrain import base_model
 
 
@@ -53,20 +54,18 @@ class PlainRun:
 class _Server:
     """The global model and what the server knows of each client: what it sends, how it aggregates."""
 
-    def __init__(self, policy: ClientPolicy, initial: Arrays) -> None:
+    def __init__(self, policy: ClientPolicy, initial: Arrays, head: tuple[str, ...]) -> None:
         self.policy = policy
         self.current = initial
         self.names = list(initial)
+        self.head = head
         # Partitions whose update was aggregated once, with the personalized layers each reported last.
         self.participants: dict[int, tuple[str, ...]] = {}
 
     def download(self, client: int) -> Arrays:
-        """The whole model to a newcomer, only what it shares to a client that has trained."""
-        layers = self.participants.get(client)
-        if layers is None:
-            return self.current
-        shared = shared_parameters(self.policy, self.names, layers)
-        return {name: self.current[name] for name in self.names if name in shared}
+        """What the simulation's server sends this client (``download_parameters``)."""
+        sent = download_parameters(self.policy, self.names, self.participants.get(client), self.head)
+        return {name: self.current[name] for name in sent}
 
 
 def _check(scenario: Scenario) -> None:
@@ -93,7 +92,8 @@ def run_plain(scenario: Scenario, policy: ClientPolicy, run_dir: Path, threads: 
     started = time.perf_counter()
     data = load_cifar10_cached(scenario.data_source or None)
     base = base_model(data, scenario.pretrain_spec(), scenario.base_model, scenario.device)
-    server = _Server(policy, {name: value.detach().cpu().numpy() for name, value in base.named_parameters()})
+    server = _Server(policy, {name: value.detach().cpu().numpy() for name, value in base.named_parameters()},
+                     adapter_for(base).head_parameters(base))
     prepare(scenario)
     states: dict[int, ClientState] = {}
     run.setup_seconds = time.perf_counter() - started

@@ -7,7 +7,7 @@ this in the core lets the client logic be tested without Flower.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -126,3 +126,17 @@ def shared_parameters(
     shares, given the personalized layers it reported (FedHEI's roles are per client)."""
     names = list(parameter_names)
     return set(names) - personal_parameters(policy, names, personalized_layers, head=head)
+
+
+def download_parameters(
+    policy: ClientPolicy,
+    parameter_names: Sequence[str],
+    personalized_layers: Iterable[str] | None,
+    head: Collection[str],
+) -> list[str]:
+    """What the server sends one client, in model order: everything to a newcomer (no reported layers:
+    it holds no model yet), only what it shares to a client that has trained (it keeps the rest)."""
+    if personalized_layers is None:
+        return list(parameter_names)
+    shared = shared_parameters(policy, parameter_names, personalized_layers, head=head)
+    return [name for name in parameter_names if name in shared]
