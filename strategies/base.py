@@ -32,7 +32,8 @@ from flwr.serverapp.strategy import FedAvg, Result
 
 from fedhei.config.scenario import Scenario
 from fedhei.errors import RunFailed
-from fedhei.federation.policy import ClientPolicy, download_parameters
+from fedhei.federation.policy import ClientPolicy
+from fedhei.federation.server import FederationServer, evaluate_global, measures_global_model
 from fedhei.federation.sampling import SAMPLE_EVALUATE, SAMPLE_TRAIN, sample_clients
 from fedhei.federation.wire import DecodedTensor, UpdateError, decode, masked_average
 from fedhei.models.registry import head_parameter_names
@@ -64,6 +65,8 @@ class RoundLog:
     evaluate: dict[str, float] = field(default_factory=dict)
     # Per client: its training and evaluation metrics in this round.
     clients: dict[int, dict[str, float]] = field(default_factory=dict)
+    # The global model after this round on the whole test set ({} when not measured this round).
+    global_eval: dict[str, float] = field(default_factory=dict)
 
     def fail(self, client: int, phase: str, kind: str, reason: str) -> None:
         self.failures.append({"client": client, "phase": phase, "kind": kind, "reason": reason})
@@ -83,6 +86,7 @@ class RoundLog:
     def from_json(cls, payload: dict[str, Any]) -> RoundLog:
         values = {key.replace("-", "_"): value for key, value in payload.items() if key != "failure-counts"}
         values["clients"] = {int(row["client"]): {k: v for k, v in row.items() if k != "client"} for row in payload["clients"]}
+        values["global_eval"] = values.pop("global_eval", {})
         return cls(**values)
 
 
@@ -139,15 +143,17 @@ class PersonalizedStrategy(FedAvg):
         self.rounds: dict[int, RoundLog] = {}
         self.completed_round = 0
         self.consensus_generic: list[str] | None = None
-        # Partitions whose update was accepted once (they hold their own state from then on),
-        # with the personalized layers each reported last: what the server need not send back.
-        self.participants: dict[int, tuple[str, ...]] = {}
+        # The global model, the server optimizer and who has trained: built from the initial arrays in start().
+        self.server: FederationServer | None = None
+        # A checkpoint's participants and server-optimizer state, until start() builds the server.
+        self._resumed: tuple[dict[int, tuple[str, ...]], dict[str, np.ndarray]] = ({}, {})
+        # The base model on the whole test set (round 0 of the global curve), when measured.
+        self.global_base: dict[str, float] = {}
         # Wall-clock seconds per round and of the final export, kept apart from results.json (which must repeat exactly).
         self.timings: dict[int, float] = {}
         self.export_seconds: float | None = None
         # How many roll-call and export messages may wait at once (see strategies.directory.exchange); None: all.
         self.in_flight: int | None = None
-        self._current: ArrayRecord | None = None
         self._evaluate_sampled: dict[int, list[int]] = {}
 
     def summary(self) -> None:
@@ -163,16 +169,20 @@ class PersonalizedStrategy(FedAvg):
 
     def state_dict(self) -> dict[str, Any]:
         """Everything besides the global arrays that the next round depends on (JSON-able)."""
+        assert self.server is not None, "a checkpoint is written after a round"
         return {
             "rounds": [self.rounds[number].to_json() for number in sorted(self.rounds)],
-            "participants": {str(client): list(layers) for client, layers in sorted(self.participants.items())},
+            "participants": {str(client): list(layers) for client, layers in sorted(self.server.participants.items())},
             "consensus-generic": self.consensus_generic,
             "timings": {str(number): seconds for number, seconds in sorted(self.timings.items())},
+            "global-base": self.global_base,
         }
 
-    def load_state_dict(self, state: dict[str, Any], completed_round: int) -> None:
+    def load_state_dict(self, state: dict[str, Any], completed_round: int, optimizer: dict[str, np.ndarray]) -> None:
         self.rounds = {int(entry["round"]): RoundLog.from_json(entry) for entry in state["rounds"]}
-        self.participants = {int(client): tuple(layers) for client, layers in state["participants"].items()}
+        participants = {int(client): tuple(layers) for client, layers in state["participants"].items()}
+        self._resumed = (participants, optimizer)
+        self.global_base = dict(state.get("global-base", {}))
         self.consensus_generic = state["consensus-generic"]
         self.timings = {int(number): float(seconds) for number, seconds in state["timings"].items()}
         self.completed_round = completed_round
@@ -204,14 +214,14 @@ class PersonalizedStrategy(FedAvg):
         """
         assert self.directory is not None, "the client directory is discovered before any round"
         scenario = ConfigRecord(self.scenario.to_mapping())
-        names = list(arrays.keys())
+        assert self.server is not None, "the server is built before any round"
+        server = self.server
         downloads: dict[tuple[str, ...] | None, ArrayRecord] = {None: arrays}
 
         def download(partition: int) -> ArrayRecord:
-            layers = self.participants.get(partition)
+            layers = server.participants.get(partition)
             if layers not in downloads:
-                downloads[layers] = ArrayRecord({name: arrays[name]
-                                                 for name in download_parameters(self.policy, names, layers, self.head)})
+                downloads[layers] = ArrayRecord({name: arrays[name] for name in server.download_names(partition)})
             return downloads[layers]
 
         return [
@@ -224,7 +234,6 @@ class PersonalizedStrategy(FedAvg):
         ]
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid) -> Iterable[Message]:
-        self._current = arrays
         record = self.rounds.setdefault(server_round, RoundLog(server_round))
         record.sampled = self.sample(self.scenario.fraction_train, server_round, SAMPLE_TRAIN)
         messages = self._messages(record.sampled, arrays, self.round_config(server_round), MessageType.TRAIN)
@@ -264,8 +273,8 @@ class PersonalizedStrategy(FedAvg):
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
         record = self.rounds.setdefault(server_round, RoundLog(server_round))
-        assert self._current is not None, "configure_train runs before aggregate_train"
-        current = {name: array.numpy() for name, array in self._current.items()}
+        assert self.server is not None, "the server is built before any round"
+        current = self.server.current
         received = self._by_partition(replies)
         accepted: list[tuple[float, dict[str, DecodedTensor]]] = []
         accepted_replies: list[Message] = []
@@ -286,21 +295,22 @@ class PersonalizedStrategy(FedAvg):
             accepted_replies.append(reply)
             record.aggregated.append(client)
             roles = reply.content.config_records.get("roles")
-            self.participants[client] = tuple(roles.get("personalized", [])) if roles is not None else ()
+            self.server.joined(client, roles.get("personalized", []) if roles is not None else ())
             record.clients.setdefault(client, {}).update(
                 {key: value for key, value in _numbers(reply.content.metric_records["metrics"]).items() if key != "client-id"})
         for failure in record.failed("train"):
             log.info("round %d: left out client %d (%s): %s", server_round, failure["client"], failure["kind"], failure["reason"])
         if not accepted:
             return None, None
-        merged = self.combine(current, accepted)
+        merged = self.server.aggregate(accepted, self.combine)
         metrics = self._weighted_metrics(accepted_replies)
         record.train = dict(metrics)
         self.after_aggregation(server_round, accepted_replies)
         return ArrayRecord({name: Array(np.ascontiguousarray(value)) for name, value in merged.items()}), MetricRecord(metrics)
 
     def combine(self, current: dict[str, np.ndarray], updates: list[tuple[float, dict[str, DecodedTensor]]]) -> dict[str, np.ndarray]:
-        """The aggregation rule proper, on checked and decoded updates in partition order; override it to try another."""
+        """The aggregation rule proper, on checked and decoded updates in partition order; override it to try another.
+        The server optimizer (``server-optimizer``) then steps with what it returns as the clients' average."""
         return masked_average(current, updates)
 
     def after_aggregation(self, server_round: int, replies: list[Message]) -> None:
@@ -378,6 +388,13 @@ class PersonalizedStrategy(FedAvg):
         if self.directory is None:
             self.directory = ClientDirectory.discover(grid, ConfigRecord(self.scenario.to_mapping()), self.scenario.num_clients,
                                                       in_flight=self.in_flight)
+        participants, optimizer = self._resumed
+        self.server = FederationServer(self.policy, {name: array.numpy() for name, array in initial_arrays.items()},
+                                       self.head, self.scenario.server_settings())
+        self.server.participants = dict(participants)
+        self.server.optimizer.load_state_arrays(optimizer)
+        if self.completed_round == 0 and self._global_eval_due(0):
+            self.global_base = evaluate_global(self.scenario, self.server.current)
         result = Result(arrays=initial_arrays)
         for server_round in range(self.completed_round + 1, num_rounds + 1):
             started = time.perf_counter()
@@ -388,6 +405,8 @@ class PersonalizedStrategy(FedAvg):
             self._stop_if_too_many_failed(server_round)
             if arrays is not None:
                 result.arrays = arrays
+            if self._global_eval_due(server_round):
+                self.rounds[server_round].global_eval = evaluate_global(self.scenario, self.server.current)
             evaluation = list(self.configure_evaluate(server_round, result.arrays, evaluate_config or ConfigRecord(), grid))
             self.aggregate_evaluate(server_round, exchange(grid, evaluation, timeout) if evaluation else [])
             self.completed_round = server_round
@@ -397,6 +416,13 @@ class PersonalizedStrategy(FedAvg):
         if not any(self.rounds[number].aggregated for number in self.rounds):
             raise RunFailed("no client update was aggregated in any round; see the failures in results.json")
         return result
+
+    def _global_eval_due(self, server_round: int) -> bool:
+        """Whether the global model is measured on the whole test set after ``server_round`` (0: the base)."""
+        every = self.scenario.global_eval_every
+        if not every or not measures_global_model(self.policy, self.scenario):
+            return False
+        return server_round % every == 0 or server_round == self.scenario.num_server_rounds
 
     def _stop_if_too_many_failed(self, server_round: int) -> None:
         record = self.rounds[server_round]
@@ -413,6 +439,7 @@ class PersonalizedStrategy(FedAvg):
             scenario=self.scenario.to_mapping(),
             strategy_state=self.state_dict(),
             arrays={name: array.numpy() for name, array in arrays.items()},
+            optimizer=self.server.optimizer.state_arrays() if self.server is not None else {},
         )
         checkpoint.save(Path(self.run_dir))
 

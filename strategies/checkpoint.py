@@ -1,7 +1,7 @@
 """The server's checkpoint: what a killed run needs to go on from its last complete round.
 
 One safetensors file in the run directory, replaced atomically after every round:
-the global arrays as tensors, and as JSON in its header the strategy's state
+the global arrays and the server optimizer's state as tensors, and as JSON in its header the strategy's state
 (round logs, who has trained, the consensus layer set), the run token that names
 the clients' state on disk, and the scenario the run was started with. Sampling
 needs no state of its own: it is a named seed stream of (seed, round).
@@ -25,6 +25,7 @@ from fedhei.errors import FedheiError
 CHECKPOINT_FILE = "checkpoint.safetensors"
 _HEADER_KEY = "fedhei-checkpoint"
 _FORMAT = 1
+_OPTIMIZER_PREFIX = "server-optimizer::"
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,8 @@ class ServerCheckpoint:
     scenario: dict[str, Any]
     strategy_state: dict[str, Any]
     arrays: dict[str, np.ndarray]
+    # The server optimizer's state (ServerStep.state_arrays), stored beside the arrays under a prefix.
+    optimizer: dict[str, np.ndarray]
 
     def save(self, run_dir: Path) -> None:
         header = {
@@ -44,6 +47,7 @@ class ServerCheckpoint:
             "strategy-state": self.strategy_state,
         }
         tensors = {name: np.ascontiguousarray(value) for name, value in self.arrays.items()}
+        tensors.update({f"{_OPTIMIZER_PREFIX}{name}": np.ascontiguousarray(value) for name, value in self.optimizer.items()})
         metadata = {_HEADER_KEY: json.dumps(header)}
         atomic.write_with(run_dir / CHECKPOINT_FILE, lambda tmp: save_file(tensors, str(tmp), metadata=metadata), suffix=".safetensors")
 
@@ -56,9 +60,12 @@ class ServerCheckpoint:
         try:
             with safe_open(str(path), framework="numpy") as handle:
                 header = json.loads((handle.metadata() or {})[_HEADER_KEY])
-            arrays = load_file(str(path))
+            tensors = load_file(str(path))
+            arrays = {name: value for name, value in tensors.items() if not name.startswith(_OPTIMIZER_PREFIX)}
+            optimizer = {name.removeprefix(_OPTIMIZER_PREFIX): value for name, value in tensors.items()
+                         if name.startswith(_OPTIMIZER_PREFIX)}
             checkpoint = cls(int(header["completed-round"]), str(header["run-token"]), dict(header["scenario"]),
-                             dict(header["strategy-state"]), arrays)
+                             dict(header["strategy-state"]), arrays, optimizer)
         except (SafetensorError, OSError, KeyError, ValueError, TypeError) as error:
             raise FedheiError(f"{path} is not a readable fedhei checkpoint ({type(error).__name__}); start the run afresh "
                               "without --resume") from error

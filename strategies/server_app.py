@@ -72,7 +72,7 @@ def _start(scenario: Scenario, run_dir: Path, resume: bool, observer: RoundObser
         checkpoint = ServerCheckpoint.load(run_dir)
         checkpoint.check_scenario(scenario.to_mapping())
         strategy = strategy_class(scenario, str(run_dir), checkpoint.run_token, observer)
-        strategy.load_state_dict(checkpoint.strategy_state, checkpoint.completed_round)
+        strategy.load_state_dict(checkpoint.strategy_state, checkpoint.completed_round, checkpoint.optimizer)
         return strategy, ArrayRecord({name: Array(value) for name, value in checkpoint.arrays.items()})
     _fresh_run_dir(scenario, run_dir)
     model = starting_model(scenario.pretrain_spec(), scenario.base_model, scenario.data_source, scenario.device)
@@ -121,6 +121,7 @@ def _write(run_dir: Path, strategy: PersonalizedStrategy, clients: list[dict[str
         stopped=stopped,
         adapts_before_export=strategy.policy.adapts_before_export,
         partition=_partition(strategy.scenario),
+        global_base=strategy.global_base,
     )
     write_run(run_dir, payload)
     timings: dict[str, Any] = {"round-seconds": {str(r): s for r, s in sorted(strategy.timings.items())}}

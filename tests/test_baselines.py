@@ -104,7 +104,8 @@ def ala_rounds(base_arrays: Arrays) -> tuple[Arrays, object]:
 def _ala_work(scenario: Scenario, global_arrays: Arrays, state) -> LocalTraining:
     job = ClientJob(scenario, FEDALA, 0, 2)
     model = merge(job, global_arrays, state)
-    return LocalTraining(scenario, FEDALA, job.seed, model, client_data(scenario, 0, model).train, {}, state)
+    return LocalTraining(scenario, FEDALA, job.seed, scenario.train_settings(job.server_round), model,
+                         client_data(scenario, 0, model).train, {}, state)
 
 
 def test_fedala_learns_weights_in_0_1_and_blends_only_the_top_layers(ala_rounds) -> None:

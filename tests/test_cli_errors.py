@@ -38,7 +38,8 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     (root / "a-file").write_text("not a folder")
     save_checkpoint(create_model("vit-tiny-c10"), root / "tiny.safetensors", {"model": "vit-tiny-c10"})
     stale = root / "stale-run"
-    ServerCheckpoint(completed_round=1, run_token="0" * 32, scenario={"name": "other"}, strategy_state={}, arrays={}).save(stale)
+    ServerCheckpoint(completed_round=1, run_token="0" * 32, scenario={"name": "other"}, strategy_state={}, arrays={},
+                     optimizer={}).save(stale)
     return {"root": root, "scenario": scenario, "stale": stale}
 
 

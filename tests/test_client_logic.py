@@ -10,10 +10,10 @@ import torch
 
 from fedhei.config.scenario import Scenario
 from fedhei.errors import FedheiError
-from fedhei.experiments.plain import _Server
 from fedhei.federation.client_round import ClientJob, train_round
 from fedhei.federation.export import finalize
 from fedhei.federation.policy import ClientPolicy, Pruning, Sharing, download_parameters
+from fedhei.federation.server import FederationServer
 from fedhei.federation.wire import VALUES_SUFFIX
 from fedhei.models.adapters import adapter_for
 from fedhei.models.registry import create_model
@@ -85,8 +85,8 @@ def test_the_plain_loop_sends_what_the_server_sends_a_head_splitting_strategy() 
     model = create_model("vit-micro")
     head = adapter_for(model).head_parameters(model)
     arrays = {name: value.detach().numpy() for name, value in model.named_parameters()}
-    server = _Server(FedPer.policy, arrays, head)
+    server = FederationServer(FedPer.policy, arrays, head, SCENARIO.server_settings())
     assert list(server.download(0)) == list(arrays)
-    server.participants[0] = ()
+    server.joined(0, ())
     body = [name for name in arrays if name not in head]
     assert list(server.download(0)) == body == download_parameters(FedPer.policy, list(arrays), (), head)

@@ -29,12 +29,13 @@ class RecordingFedHEI(FedHEI):
 
     def aggregate_train(self, server_round: int, replies) -> tuple[ArrayRecord | None, MetricRecord | None]:
         replies = list(replies)
+        assert self.server is not None
+        sent = dict(self.server.current)
         arrays, metrics = super().aggregate_train(server_round, replies)
-        assert self._current is not None
         self.log.append(
             {
                 "round": server_round,
-                "sent": {name: array.numpy() for name, array in self._current.items()},
+                "sent": sent,
                 "replies": [_unpack(reply) for reply in replies],
                 "result": {name: array.numpy() for name, array in arrays.items()} if arrays is not None else None,
             }

@@ -15,6 +15,7 @@ from flwr.supercore.task_identity import TaskIdentity
 
 from fedhei.config.scenario import Scenario
 from fedhei.errors import FedheiError, RunFailed
+from fedhei.federation.server import FederationServer
 from fedhei.federation.wire import encode
 from strategies import STRATEGIES, resolve_strategy
 from strategies.base import RoundLog, failure_reason
@@ -28,7 +29,7 @@ def _strategy(sampled: list[int], cls: type[FedHEI] = FedHEI) -> FedHEI:
     """A strategy mid-round: these partitions were sampled (node id = partition id here)."""
     strategy = cls(Scenario(num_clients=10), run_dir="/nonexistent")
     strategy.directory = ClientDirectory({client: client for client in range(10)})
-    strategy._current = ArrayRecord({name: Array(value) for name, value in GLOBAL.items()})
+    strategy.server = FederationServer(strategy.policy, GLOBAL, strategy.head, strategy.scenario.server_settings())
     strategy.rounds[1] = RoundLog(1, sampled=sampled)
     return strategy
 

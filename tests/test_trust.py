@@ -38,6 +38,9 @@ local-epochs = 0.25
 batch-size = 32
 pruning-steps = 2
 calibration-batches = 1
+# A server optimizer with state of its own, so resume and the plain loop must carry it exactly.
+server-optimizer = "adam"
+server-lr = 0.01
 """
 
 

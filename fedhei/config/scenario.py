@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ from fedhei.models.registry import task_name
 from fedhei.training.device import check_device_name
 from fedhei.training.distill import DistillSettings
 from fedhei.training.loops import TrainSettings
+from fedhei.training.optimizers import CLIENT_OPTIMIZERS, LrSchedule, ServerOptimizer, ServerSettings, round_lr
 from fedhei.training.pretrain import HUB, PretrainSpec
 from fedhei.training.recipes import RECIPES
 from fedhei.training.tasks import LANGUAGE_MODELING
@@ -43,7 +44,15 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "upload-precision": tuple(precision.value for precision in Precision),
     "weighted-eval": WEIGHTED_EVAL_CHOICES,
     "pretrain-recipe": tuple(RECIPES),
+    "client-optimizer": CLIENT_OPTIMIZERS,
+    "lr-schedule": tuple(schedule.value for schedule in LrSchedule),
+    "server-optimizer": tuple(kind.value for kind in ServerOptimizer),
 }
+def setting(default: Any, help: str) -> Any:
+    """A scenario field: its default and the one line of help the reference and the CLI show."""
+    return field(default=default, metadata={"help": help})
+
+
 # Comma-separated settings, which a TOML file may also give as a list (a Flower run config holds no lists).
 _LIST_KEYS = ("seeds", "compare-to")
 # A hung client sleeps past round-timeout; beyond this a fault-hang study would idle for ages.
@@ -154,6 +163,25 @@ class Scenario:
     ala_start_epochs: int = 10
     # FedBABU: the final fine-tune trains the body along with the head (else the head alone).
     babu_finetune_body: bool = True
+    # The federation's optimizers (Reddi et al. 2021): the clients' local one and the server's step.
+    client_optimizer: str = setting("adamw", "The clients' local optimizer: sgd or adamw, fresh in every round.")
+    momentum: float = setting(0.9, "SGD's momentum on the clients (client-optimizer sgd).")
+    weight_decay: float = setting(0.05, "The clients' weight decay (decoupled for adamw, L2 for sgd).")
+    lr_schedule: str = setting("constant", "How the clients' lr moves over the rounds: constant, cosine (from lr in "
+                               "round 1 towards 0) or exponential (lr * lr-decay ** (round - 1)).")
+    lr_decay: float = setting(0.98, "The per-round factor of lr-schedule exponential.")
+    finetune_epochs: float = setting(1.0, "The final local round's epochs, the same for every strategy (a cosine "
+                                     "from lr to 0 over them).")
+    finetune_steps: int = setting(0, "Caps the final local round's optimizer steps; 0: no cap.")
+    server_optimizer: str = setting("avg", "The server's step with the clients' masked average: avg (FedAvg), avgm "
+                                    "(FedAvgM), adam (FedAdam) or yogi (FedYogi).")
+    server_lr: float = setting(1.0, "The server's learning rate (1 with avg: the average itself).")
+    server_momentum: float = setting(0.9, "avgm's server momentum.")
+    server_beta1: float = setting(0.9, "adam and yogi's first-moment decay.")
+    server_beta2: float = setting(0.99, "adam and yogi's second-moment decay.")
+    server_tau: float = setting(1e-3, "adam and yogi's adaptivity (added to the root of the second moment).")
+    global_eval_every: int = setting(1, "Evaluate the global model on the whole test set every this many rounds "
+                                     "(and after the last; the base as round 0); 0: never.")
 
     def __post_init__(self) -> None:
         """Check every setting now, so a bad one fails at parse time, never inside a worker."""
@@ -175,8 +203,15 @@ class Scenario:
                 raise FedheiError(f"{key} is {value}; it must be in [0, 1]")
         if not 0 <= self.prob < 1:
             raise FedheiError(f"prob is {self.prob}; it must be in [0, 1) (the pruning ratio of generic layers)")
-        if not self.local_epochs > 0 or not self.lr > 0:
-            raise FedheiError("local-epochs and lr must be > 0")
+        if not self.local_epochs > 0 or not self.lr > 0 or not self.finetune_epochs > 0:
+            raise FedheiError("local-epochs, finetune-epochs and lr must be > 0")
+        if not 0 <= self.momentum < 1 or self.weight_decay < 0 or not 0 < self.lr_decay <= 1:
+            raise FedheiError(f"momentum is {self.momentum:g}, weight-decay {self.weight_decay:g} and lr-decay "
+                              f"{self.lr_decay:g}; momentum must be in [0, 1), weight-decay >= 0, lr-decay in (0, 1]")
+        for key in ("max-local-steps", "finetune-steps", "global-eval-every"):
+            if getattr(self, _attr(key)) < 0:
+                raise FedheiError(f"{key} is {getattr(self, _attr(key))}; it must be >= 0 (0: no cap, or never)")
+        self.server_settings()
         for key in ("ditto-lambda", "ala-lr"):
             if not getattr(self, _attr(key)) >= 0:
                 raise FedheiError(f"{key} is {getattr(self, _attr(key))}; it must be >= 0")
@@ -348,12 +383,44 @@ class Scenario:
             public_fraction=self.public_fraction,
         )
 
-    def train_settings(self) -> TrainSettings:
+    def round_lr(self, server_round: int) -> float:
+        """The clients' learning rate in ``server_round``, on the federation's schedule."""
+        return round_lr(self.lr, LrSchedule(self.lr_schedule), self.lr_decay, server_round, self.num_server_rounds)
+
+    def train_settings(self, server_round: int) -> TrainSettings:
+        """A client's training in ``server_round``: the round's rate, held through the call."""
         return TrainSettings(
             epochs=self.local_epochs,
             batch_size=self.batch_size,
-            lr=self.lr,
+            lr=self.round_lr(server_round),
+            weight_decay=self.weight_decay,
             max_steps=self.max_local_steps or None,
+            optimizer=self.client_optimizer,
+            momentum=self.momentum,
+            decay_in_call=False,
+        )
+
+    def finetune_settings(self) -> TrainSettings:
+        """The final local round before export: the same budget for every strategy, a cosine from lr to 0."""
+        return TrainSettings(
+            epochs=self.finetune_epochs,
+            batch_size=self.batch_size,
+            lr=self.lr,
+            weight_decay=self.weight_decay,
+            max_steps=self.finetune_steps or None,
+            optimizer=self.client_optimizer,
+            momentum=self.momentum,
+            decay_in_call=True,
+        )
+
+    def server_settings(self) -> ServerSettings:
+        return ServerSettings(
+            kind=ServerOptimizer(self.server_optimizer),
+            lr=self.server_lr,
+            momentum=self.server_momentum,
+            beta1=self.server_beta1,
+            beta2=self.server_beta2,
+            tau=self.server_tau,
         )
 
 

@@ -27,10 +27,11 @@ from fedhei.data.cifar10 import load_cifar10_cached
 from fedhei.errors import FedheiError
 from fedhei.federation.client_round import Arrays, ClientJob, evaluate_round, prepare, train_round
 from fedhei.federation.export import export_model, final_model
-from fedhei.federation.policy import ClientPolicy, download_parameters
+from fedhei.federation.policy import ClientPolicy
+from fedhei.federation.server import FederationServer
 from fedhei.federation.sampling import SAMPLE_EVALUATE, SAMPLE_TRAIN, sample_clients
 from fedhei.federation.state import ClientState
-from fedhei.federation.wire import decode, masked_average
+from fedhei.federation.wire import decode
 from fedhei.models.adapters import adapter_for
 from fedhei.training.pretrain import base_model
 
@@ -49,23 +50,6 @@ class PlainRun:
     evaluated: dict[int, dict[int, float]] = field(default_factory=dict)
     # Per exported client: its manifest's numbers.
     finals: dict[int, dict[str, float]] = field(default_factory=dict)
-
-
-class _Server:
-    """The global model and what the server knows of each client: what it sends, how it aggregates."""
-
-    def __init__(self, policy: ClientPolicy, initial: Arrays, head: tuple[str, ...]) -> None:
-        self.policy = policy
-        self.current = initial
-        self.names = list(initial)
-        self.head = head
-        # Partitions whose update was aggregated once, with the personalized layers each reported last.
-        self.participants: dict[int, tuple[str, ...]] = {}
-
-    def download(self, client: int) -> Arrays:
-        """What the simulation's server sends this client (``download_parameters``)."""
-        sent = download_parameters(self.policy, self.names, self.participants.get(client), self.head)
-        return {name: self.current[name] for name in sent}
 
 
 def _check(scenario: Scenario) -> None:
@@ -92,8 +76,8 @@ def run_plain(scenario: Scenario, policy: ClientPolicy, run_dir: Path, threads: 
     started = time.perf_counter()
     data = load_cifar10_cached(scenario.data_source or None)
     base = base_model(data, scenario.pretrain_spec(), scenario.base_model, scenario.device)
-    server = _Server(policy, {name: value.detach().cpu().numpy() for name, value in base.named_parameters()},
-                     adapter_for(base).head_parameters(base))
+    server = FederationServer(policy, {name: value.detach().cpu().numpy() for name, value in base.named_parameters()},
+                              adapter_for(base).head_parameters(base), scenario.server_settings())
     prepare(scenario)
     states: dict[int, ClientState] = {}
     run.setup_seconds = time.perf_counter() - started
@@ -106,8 +90,8 @@ def run_plain(scenario: Scenario, policy: ClientPolicy, run_dir: Path, threads: 
             update, metrics, states[client] = train_round(job, server.download(client), states.get(client))
             updates.append((float(metrics["num-examples"]), decode(update, server.current)))
             roles = states[client].roles
-            server.participants[client] = tuple(roles.personalized()) if roles is not None else ()
-        server.current = masked_average(server.current, updates)
+            server.joined(client, roles.personalized() if roles is not None else ())
+        server.aggregate(updates)
         run.evaluated[server_round] = {}
         if scenario.fraction_evaluate > 0:
             for client in sample_clients(scenario.seed, scenario.num_clients, scenario.fraction_evaluate, server_round,

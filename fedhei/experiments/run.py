@@ -222,6 +222,17 @@ def summary_line(payload: dict[str, Any], baseline_up: float | None = None, labe
     return line
 
 
+def global_verdict(payload: dict[str, Any]) -> str:
+    """Whether the shared model ended above or below the base it started from, or "" when not measured."""
+    summary = payload["summary"]
+    if "global-accuracy-final" not in summary:
+        return ""
+    final, base = summary["global-accuracy-final"], summary["global-accuracy-base"]
+    side = "above" if final > base else "below" if final < base else "level with"
+    return (f"global model: {100 * final:.1f}% on the whole test set after round {payload['global-curve'][-1]['round']}, "
+            f"{side} its base ({100 * base:.1f}%, {100 * (final - base):+.1f} points)")
+
+
 def _accuracy_text(summary: dict[str, float]) -> str:
     """Perplexity and next-token accuracy for text; for images, the label-weighted full-test-set figures
     when measured, with the sampled splits' mean beside them."""
@@ -308,6 +319,9 @@ def run_command(path: Path, overrides: Sequence[str], strategies: Sequence[str],
         console.print("(final figures: after each client's last local round on the final global model; see report.md)",
                       markup=False, highlight=False)
     print(f"results: {run_dir / RESULTS_FILE}, report: {run_dir / REPORT_FILE}, models: {run_dir / 'clients'}")
+    verdict = global_verdict(payload)
+    if verdict:
+        print(verdict)
     return 0
 
 

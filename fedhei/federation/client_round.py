@@ -34,7 +34,7 @@ from fedhei.models.language import tokenizer_for
 from fedhei.models.registry import create_model, linear_layers
 from fedhei.training.device import pick_device
 from fedhei.training.label_weighted import weighted_metrics
-from fedhei.training.loops import apply_masks, batches_for, evaluate
+from fedhei.training.loops import TRAINED_EXAMPLES, apply_masks, batches_for, evaluate
 from fedhei.training.tasks import PERPLEXITY, Batches
 
 Arrays = dict[str, np.ndarray]
@@ -221,7 +221,8 @@ def local_round(job: ClientJob, global_arrays: Arrays, state: ClientState | None
         masks = magnitude_masks(model, ratios)
     algorithm = algorithm_for(job.policy.algorithm)
     teacher = copy.deepcopy(model) if job.complete_schedule and job.scenario.distill and masks else None
-    work = LocalTraining(job.scenario, job.policy, job.seed, model, data.train, masks, state, teacher)
+    settings = job.scenario.finetune_settings() if job.complete_schedule else job.scenario.train_settings(job.server_round)
+    work = LocalTraining(job.scenario, job.policy, job.seed, settings, model, data.train, masks, state, teacher)
     trained = algorithm.finetune(work) if job.complete_schedule else algorithm.train(work)
     metrics = dict(trained.metrics)
     personalized = roles.personalized() if roles is not None else []
@@ -243,7 +244,8 @@ def local_round(job: ClientJob, global_arrays: Arrays, state: ClientState | None
     report = compression(model, masks)
     metrics.update(
         {
-            "num-examples": float(len(data.train)),
+            # The update's weight in the server's average: the distinct examples this client trained on.
+            "num-examples": metrics.get(TRAINED_EXAMPLES, float(len(data.train))),
             "compression": report["compression"],
             "scoring-forward-passes": float(forward_passes),
             "personalized-layers": float(len(personalized)),

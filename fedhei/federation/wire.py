@@ -213,6 +213,20 @@ def masked_average(
     return result
 
 
+def kept_by_any(
+    current: Mapping[str, np.ndarray], updates: Sequence[tuple[float, Mapping[str, DecodedTensor]]]
+) -> dict[str, np.ndarray]:
+    """Per tensor that some client sent: where at least one client with a positive weight keeps the weight
+    (what the server optimizer may move; :func:`masked_average` leaves the rest as it was)."""
+    counted: dict[str, np.ndarray] = {}
+    for weight, update in updates:
+        if weight <= 0:
+            continue
+        for name, tensor in update.items():
+            counted[name] = counted.get(name, np.zeros(np.shape(current[name]), dtype=bool)) | tensor.keep
+    return counted
+
+
 def nbytes(arrays: Mapping[str, np.ndarray]) -> int:
     """Payload bytes of a set of arrays, as counted on what is actually sent."""
     return int(sum(np.asarray(array).nbytes for array in arrays.values()))

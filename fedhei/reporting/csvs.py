@@ -28,8 +28,10 @@ def _failures(failures: Iterable[Mapping[str, Any]]) -> str:
 
 
 def round_rows(payload: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Every client in every round: sampled, aggregated, evaluated, failures, and its metrics of that round."""
-    rows = []
+    """Every client in every round: sampled, aggregated, evaluated, failures, and its metrics of that round;
+    and one row per measured global model (client left empty; round 0 is the base) with its whole-test-set figures."""
+    rows = [{**_identity(payload), "round": point["round"], "client": "", **{k: v for k, v in point.items() if k != "round"}}
+            for point in payload.get("global-curve", [])]
     for record in payload["rounds"]:
         metrics = {int(row["client"]): row for row in record["clients"]}
         for client in range(int(payload["scenario"]["num-clients"])):

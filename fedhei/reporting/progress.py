@@ -194,5 +194,7 @@ def round_line(strategy: str, record: Any, num_rounds: int, seconds: float) -> s
     evaluation = (f", mean client acc {100 * accuracy:.1f}%"
                   + (f" (next token), perplexity {perplexity:.2f}" if perplexity is not None else "")
                   + f" on {len(record.evaluated)} clients' test splits" if accuracy is not None else "")
+    shared = record.global_eval.get("global-accuracy")
+    global_text = f", global model {100 * shared:.1f}% on the test set" if shared is not None else ""
     return (f"{strategy} round {record.round}/{num_rounds}: {len(record.aggregated)}/{len(record.sampled)} updates{failures}"
-            f"{evaluation}, up {human_bytes(record.bytes_up)}, down {human_bytes(record.bytes_down)}, {seconds:.1f} s")
+            f"{evaluation}{global_text}, up {human_bytes(record.bytes_up)}, down {human_bytes(record.bytes_down)}, {seconds:.1f} s")

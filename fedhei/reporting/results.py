@@ -43,9 +43,12 @@ def build_payload(
     stopped: dict[str, Any] | None,
     adapts_before_export: bool,
     partition: Mapping[str, Any],
+    global_base: Mapping[str, float] | None = None,
 ) -> dict[str, Any]:
     """The results.json payload; ``stopped`` says why a partial run ended early; ``partition``
-    is :func:`partition_record` of the split the clients held."""
+    is :func:`partition_record` of the split the clients held; ``global_base`` the base model on the
+    whole test set (round 0 of the global curve), when the strategy's global model is measured."""
+    curve = global_curve(global_base or {}, rounds)
     return {
         "fedhei-version": __version__,
         "status": PARTIAL if stopped else COMPLETE,
@@ -57,11 +60,25 @@ def build_payload(
         "consensus-generic": consensus_generic,
         "partition": dict(partition),
         "rounds": rounds,
+        "global-curve": curve,
         "clients": clients,
         "failures": failure_counts(rounds, export_failures),
         "export-failures": export_failures,
-        "summary": summarize(rounds, clients),
+        "summary": {**summarize(rounds, clients), **global_summary(curve)},
     }
+
+
+def global_curve(global_base: Mapping[str, float], rounds: Sequence[Mapping[str, Any]]) -> list[dict[str, float]]:
+    """The global model on the whole test set: the base as round 0, then every round it was measured after."""
+    curve = [{"round": 0, **global_base}] if global_base else []
+    return curve + [{"round": record["round"], **record["global-eval"]} for record in rounds if record.get("global-eval")]
+
+
+def global_summary(curve: Sequence[Mapping[str, float]]) -> dict[str, float]:
+    """The base's and the last measured global model's accuracy, when both were measured."""
+    if len(curve) < 2 or curve[0]["round"] != 0:
+        return {}
+    return {"global-accuracy-base": float(curve[0]["global-accuracy"]), "global-accuracy-final": float(curve[-1]["global-accuracy"])}
 
 
 def partition_record(classes: Sequence[str], label_counts: np.ndarray, public_images: int, public_seed: int) -> dict[str, Any]:

@@ -21,18 +21,24 @@ from torch import nn
 from fedhei import seeding
 from fedhei.data.batching import batch_indices
 from fedhei.data.cifar10 import Split
+from fedhei.errors import FedheiError
 from fedhei.models.adapters import task_for
 from fedhei.models.registry import input_size
+from fedhei.training.optimizers import ADAMW, CLIENT_OPTIMIZERS, SGD
 from fedhei.training.tasks import Batches, Totals
 
 MEAN = torch.tensor([0.4914, 0.4822, 0.4465]).view(1, 3, 1, 1)
 STD = torch.tensor([0.2470, 0.2435, 0.2616]).view(1, 3, 1, 1)
 
 Masks = Mapping[str, torch.Tensor]
+# The distinct examples one call of :func:`train` trained on.
+TRAINED_EXAMPLES = "trained-examples"
 
 
 @dataclass(frozen=True)
 class TrainSettings:
+    """One call of :func:`train`: its budget, its optimizer and how its learning rate moves inside the call."""
+
     epochs: float = 1.0
     batch_size: int = 64
     lr: float = 1e-3
@@ -40,6 +46,26 @@ class TrainSettings:
     augment: bool = True
     # Caps the optimizer steps, so a scenario can bound a client's work on large shards.
     max_steps: int | None = None
+    optimizer: str = ADAMW
+    # SGD's momentum (ignored by AdamW).
+    momentum: float = 0.9
+    # True: a cosine from ``lr`` to 0 over this call (a standalone fine-tune). False: ``lr`` throughout,
+    # for a federated round whose rate the federation's schedule sets from round to round.
+    decay_in_call: bool = True
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in CLIENT_OPTIMIZERS:
+            raise FedheiError(f"client-optimizer is '{self.optimizer}'; choose one of: {', '.join(CLIENT_OPTIMIZERS)}")
+
+    def total_steps(self, examples: int) -> int:
+        """The optimizer steps this call takes on ``examples`` examples: its epochs, capped by ``max_steps``."""
+        steps = max(1, math.ceil(self.epochs * math.ceil(examples / self.batch_size)))
+        return steps if self.max_steps is None else min(steps, self.max_steps)
+
+    def build_optimizer(self, params: list[nn.Parameter]) -> torch.optim.Optimizer:
+        if self.optimizer == SGD:
+            return torch.optim.SGD(params, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)
+        return torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
 
 
 class ArrayBatches:
@@ -125,27 +151,28 @@ def train(
     regularizer: Callable[[nn.Module], torch.Tensor] | None = None,
     objective: Objective | None = None,
 ) -> dict[str, float]:
-    """AdamW with a cosine schedule over ``settings.epochs`` (fractions allowed).
+    """``settings.optimizer`` over ``settings.epochs`` (fractions allowed), capped at ``settings.max_steps``.
+
+    The optimizer starts fresh in every call, as a federated client's does in every round;
+    with ``settings.decay_in_call`` its rate follows a cosine to 0 over the call.
 
     ``trainable`` limits which parameters move (FedRep trains head and body in turns).
     ``regularizer(model)`` is added to the loss (Ditto's pull toward the global model).
     ``objective(model, inputs, targets)`` replaces the task's loss (distillation's soft targets).
     ``on_step(step, total_steps, loss)`` drives a progress display.
-    Returns the mean training loss (per prediction: per image or per token) and the
-    number of examples seen.
+    Returns the mean training loss (per prediction: per image or per token), the number of
+    examples seen, and the number of distinct examples trained on (what a federated update
+    is weighted by: a client capped at a few steps trained on fewer images than it holds).
     """
     task = task_for(model)
     device = device or next(model.parameters()).device
     model.to(device).train()
     params = [p for n, p in model.named_parameters() if trainable is None or n in trainable]
     if not params or len(data) == 0:
-        return {"train-loss": float("nan"), "examples": 0.0}
-    steps_per_epoch = math.ceil(len(data) / settings.batch_size)
-    total_steps = max(1, math.ceil(settings.epochs * steps_per_epoch))
-    if settings.max_steps is not None:
-        total_steps = min(total_steps, settings.max_steps)
-    optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
+        return {"train-loss": float("nan"), "examples": 0.0, TRAINED_EXAMPLES: 0.0}
+    total_steps = settings.total_steps(len(data))
+    optimizer = settings.build_optimizer(params)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps) if settings.decay_in_call else None
     apply_masks(model, masks)
     losses, seen, step, epoch = [], 0, 0, 0
     while step < total_steps:
@@ -156,7 +183,8 @@ def train(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            schedule.step()
+            if schedule is not None:
+                schedule.step()
             apply_masks(model, masks)
             losses.append(loss.item())
             seen += len(targets)
@@ -166,7 +194,7 @@ def train(
             if step >= total_steps:
                 break
         epoch += 1
-    return {"train-loss": float(np.mean(losses)), "examples": float(seen)}
+    return {"train-loss": float(np.mean(losses)), "examples": float(seen), TRAINED_EXAMPLES: float(min(seen, len(data)))}
 
 
 @torch.no_grad()

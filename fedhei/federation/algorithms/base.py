@@ -21,7 +21,7 @@ from fedhei.federation.policy import PLAIN, ClientPolicy
 from fedhei.federation.state import ClientState
 from fedhei.models.adapters import adapter_for
 from fedhei.training.distill import DistillSettings, objective
-from fedhei.training.loops import Objective, train
+from fedhei.training.loops import Objective, TrainSettings, train
 from fedhei.training.tasks import Batches
 
 
@@ -33,6 +33,8 @@ class LocalTraining:
     policy: ClientPolicy
     # This client's seed in this round (fedhei.seeding); sub-streams derive from it.
     seed: int
+    # This call's budget and optimizer: the round's (Scenario.train_settings) or the final round's (finetune_settings).
+    settings: TrainSettings
     # The global model with this client's personal parameters and masks: trained in place,
     # and what the client sends is read from it afterwards.
     model: nn.Module
@@ -76,12 +78,13 @@ class ClientAlgorithm:
     name: ClassVar[str] = PLAIN
 
     def train(self, work: LocalTraining) -> Trained:
-        return Trained(train(work.model, work.data, work.scenario.train_settings(), work.masks, seed=work.seed,
+        return Trained(train(work.model, work.data, work.settings, work.masks, seed=work.seed,
                              objective=work.final_objective()))
 
     def finetune(self, work: LocalTraining) -> Trained:
-        """The final local round before export: one more round of the same training (distilled
-        from the unpruned model with ``distill``: the final round is the only one with a teacher)."""
+        """The final local round before export: the same training on the final round's budget
+        (``work.settings``; distilled from the unpruned model with ``distill``: the final round is
+        the only one with a teacher)."""
         return self.train(work)
 
     def kept_model(self, model: nn.Module, scenario: Scenario, state: ClientState | None) -> nn.Module:

@@ -5,8 +5,8 @@ does, and sends that; it also trains its personal model v on the same data with 
 proximal term ``ditto-lambda / 2 * ||v - w||^2`` toward the received w. v never
 leaves the client: it lives in the client's state, and it is the model the user
 evaluates and exports. v starts as the global model the client first receives.
-Both train with the harness's optimizer (AdamW, cosine schedule) for the round's
-epochs, where the paper takes plain gradient steps.
+Both train with the scenario's client optimizer for the round's budget, each with
+the whole budget (Ditto's two models are two trainings by design, as in its paper).
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ class DittoTraining(ClientAlgorithm):
     name = "ditto"
 
     def train(self, work: LocalTraining) -> Trained:
-        settings = work.scenario.train_settings()
+        settings = work.settings
         received = snapshot(work.model)
         personal = self._personal(work.model, work.saved(PERSONAL))
         strength = work.scenario.ditto_lambda

@@ -112,7 +112,7 @@ class FedALATraining(ClientAlgorithm):
 
     def train(self, work: LocalTraining) -> Trained:
         weights = self.aggregate_locally(work)
-        metrics = train(work.model, work.data, work.scenario.train_settings(), work.masks, seed=work.seed)
+        metrics = train(work.model, work.data, work.settings, work.masks, seed=work.seed)
         local = snapshot(work.model, set(top_parameters(work.model, work.scenario.ala_layers)))
         return Trained(metrics, tensors={**to_cpu(local, LOCAL), **to_cpu(weights, WEIGHTS)})
 

@@ -29,10 +29,10 @@ class FedBABUTraining(ClientAlgorithm):
     name = "fedbabu"
 
     def train(self, work: LocalTraining) -> Trained:
-        return Trained(train(work.model, work.data, work.scenario.train_settings(), work.masks, seed=work.seed,
+        return Trained(train(work.model, work.data, work.settings, work.masks, seed=work.seed,
                              trainable=work.parameter_names() - work.head_names()))
 
     def finetune(self, work: LocalTraining) -> Trained:
         trainable = None if work.scenario.babu_finetune_body else work.head_names()
-        return Trained(train(work.model, work.data, work.scenario.train_settings(), work.masks, seed=work.seed,
+        return Trained(train(work.model, work.data, work.settings, work.masks, seed=work.seed,
                              trainable=trainable, objective=work.final_objective()))
