@@ -141,9 +141,9 @@ def test_strategies_resolve_by_name_and_by_import_path() -> None:
         resolve_strategy("fedhei.config.scenario:Scenario")
 
 
-def test_the_readme_example_strategy_works_as_written() -> None:
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    code = readme.split("<!-- example:start -->")[1].split("<!-- example:end -->")[0]
+def test_the_documented_example_strategy_works_as_written() -> None:
+    page = (Path(__file__).resolve().parents[1] / "docs" / "custom-strategy.md").read_text()
+    code = page.split("<!-- example:start -->")[1].split("<!-- example:end -->")[0]
     namespace: dict = {}
     exec(code.replace("```python", "").replace("```", ""), namespace)
     strategy = _strategy(sampled=[1, 2, 3], cls=namespace["MaskedMedian"])

@@ -142,7 +142,7 @@ def test_a_diverged_client_encodes_but_is_refused() -> None:
         decode(encode(dict(new, b=np.full(64, np.nan, np.float32)), masks, "int8", reference=reference), reference)
 
 
-# Personalized by HEI on a real user in the README's `fedhei compress` run: 7 of 25 layers.
+# Personalized by HEI on a real user in the `fedhei compress` run of docs/compression.md: 7 of 25 layers.
 HEI_PERSONALIZED = ("blocks.0.attn.qkv", "blocks.0.mlp.fc2", "blocks.1.attn.qkv", "blocks.2.attn.proj", "blocks.2.mlp.fc1",
                     "blocks.5.attn.qkv", "head")
 

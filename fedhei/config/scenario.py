@@ -48,6 +48,8 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "lr-schedule": tuple(schedule.value for schedule in LrSchedule),
     "server-optimizer": tuple(kind.value for kind in ServerOptimizer),
 }
+
+
 def setting(default: Any, help: str) -> Any:
     """A scenario field: its default and the one line of help the reference and the CLI show."""
     return field(default=default, metadata={"help": help})
@@ -64,105 +66,102 @@ class Scenario:
     """Every setting of a run. Attribute ``foo_bar`` is run-config key ``foo-bar``."""
 
     # The run.
-    name: str = "default"
-    strategy: str = "fedhei"
-    num_server_rounds: int = 3
-    num_clients: int = 10
-    fraction_train: float = 0.5
-    fraction_evaluate: float = 1.0
-    seed: int = 0
-    # Repeat the scenario over these seeds ("0,1,2"): each repetition is a run whose `seed` is that
-    # seed (partition, sampling and training drawn from it). Empty: one run with `seed`.
-    seeds: str = ""
-    device: str = "auto"
-    out_dir: str = "runs"
-    # Failures: a round in which more than this fraction of the sampled clients fail stops the run.
-    max_failed_fraction: float = 0.5
-    # Seconds the server waits for a round's replies; later ones count as timeouts.
-    round_timeout: float = 3600.0
-    # Injected faults, each a fraction of training client-rounds (fedhei.federation.faults).
-    fault_crash: float = 0.0
-    fault_hang: float = 0.0
-    fault_drop: float = 0.0
-    # What each simulated client may use: CPU cores (its torch threads) and a share of a GPU.
-    client_num_cpus: float = 1.0
-    client_num_gpus: float = 0.0
-    # An existing Ray cluster to run the simulation on ("host:port" of its head); empty: a local one.
-    ray_address: str = ""
+    name: str = setting("default", "The run's name: runs go to <out-dir>/<name>/<strategy> (a scenario file's own name "
+                                   "by default).")
+    strategy: str = setting("fedhei", "The strategy: a built-in name, or package.module:Class for your own.")
+    num_server_rounds: int = setting(3, "Rounds of federated training.")
+    num_clients: int = setting(10, "Simulated users (Flower clients), one data shard each.")
+    fraction_train: float = setting(0.5, "Fraction of the clients sampled to train in each round.")
+    fraction_evaluate: float = setting(1.0, "Fraction of the clients sampled to evaluate in each round (0: no per-round "
+                                            "evaluation).")
+    seed: int = setting(0, "The run's seed: partition, sampling, training, scoring and faults are drawn from it.")
+    seeds: str = setting("", "Repeat the run once per seed (\"0,1,2\"), each drawing its own partition, sampling and "
+                             "training; empty: one run with seed.")
+    device: str = setting("auto", "Where clients compute: auto, cpu, cuda, cuda:N or mps.")
+    out_dir: str = setting("runs", "Where runs go, as <out-dir>/<name>/<strategy>; give an absolute path with flwr run.")
+    # Failures and faults.
+    max_failed_fraction: float = setting(0.5, "A round in which more than this fraction of the sampled clients fail stops "
+                                              "the run.")
+    round_timeout: float = setting(3600.0, "Seconds the server waits for a round's replies; later ones count as timeouts.")
+    fault_crash: float = setting(0.0, "Injected fault: this fraction of training client-rounds raises in the ClientApp.")
+    fault_hang: float = setting(0.0, "Injected fault: this fraction of training client-rounds answers after round-timeout.")
+    fault_drop: float = setting(0.0, "Injected fault: this fraction of training client-rounds leaves the round at once, as "
+                                     "an offline node does.")
+    # Resources.
+    client_num_cpus: float = setting(1.0, "CPU cores each simulated client may use (its torch threads).")
+    client_num_gpus: float = setting(0.0, "Share of a GPU each simulated client may use (0.25: four clients per GPU).")
+    ray_address: str = setting("", "An existing Ray cluster to run the simulation on (host:port of its head); empty: a "
+                                   "local one.")
     # The data and how it is split over users.
-    data_source: str = ""
-    partition: str = "dirichlet"
-    dirichlet_alpha: float = 0.1
-    classes_per_client: int = 2
-    public_fraction: float = 0.1
-    test_ratio: float = 0.2
+    data_source: str = setting("", "CIFAR-10: a cifar-10-batches-py folder, an image folder or .tar.gz, download or "
+                                   "synthetic; topics for text; empty: search the usual places.")
+    partition: str = setting("dirichlet", "How the training set is split over clients.")
+    dirichlet_alpha: float = setting(0.1, "Dirichlet concentration of the label skew (smaller: more skewed).")
+    classes_per_client: int = setting(2, "Classes each client holds with the pathological partition.")
+    public_fraction: float = setting(0.1, "Stratified slice of the training set that no client holds, for pre-training "
+                                          "the base model.")
+    test_ratio: float = setting(0.2, "Each client's test split, as a fraction of its training shard, with its label "
+                                     "proportions.")
     # Language models: generated topic text (data-source "topics"), one topic per client.
-    text_topics: int = 6
-    text_documents: int = 200
-    text_sequence_length: int = 64
-    # The shared base model. An image model's is pre-trained on the public slice unless base-model names a
-    # checkpoint (or "hub"). A language model is never pre-trained nor downloaded: it starts from the checkpoint
-    # base-model names (a Qwen2 folder or a fedhei safetensors file), else from the weights of the checkpoint
-    # folder the model is, else from its seeded random initialization.
-    model: str = "vit-tiny-c10"
-    base_model: str = ""
-    # The seed of the public slice and of pre-training: one base model shared by every run seed, so
-    # no client of any seed holds an image the base was trained on.
-    base_seed: int = 0
-    # Pre-train one base model per run seed instead (slice and pre-training then follow `seed`).
-    base_per_seed: bool = False
-    pretrain_recipe: str = "smooth"
-    pretrain_epochs: float = 30.0
-    pretrain_lr: float = 2e-3
-    pretrain_batch_size: int = 128
+    text_topics: int = setting(6, "Language models: distinct topics; client i writes about topic i mod text-topics.")
+    text_documents: int = setting(200, "Language models: training documents per client.")
+    text_sequence_length: int = setting(64, "Language models: tokens (bytes) per training sequence.")
+    # The shared base model.
+    model: str = setting("vit-tiny-c10", "The model: a fedhei or timm name, or a local Qwen2 checkpoint folder.")
+    base_model: str = setting("", "The base model's checkpoint, or \"hub\" for timm's weights; empty: pre-trained on the "
+                                  "public slice (a language model starts from its own weights or a seeded random init).")
+    base_seed: int = setting(0, "Seed of the public slice and of pre-training: one base model shared by every run seed.")
+    base_per_seed: bool = setting(False, "Pre-train one base model per run seed instead (slice and pre-training follow "
+                                         "seed).")
+    pretrain_recipe: str = setting("smooth", "How the base model is regularized while pre-training.")
+    pretrain_epochs: float = setting(30.0, "Epochs of pre-training on the public slice.")
+    pretrain_lr: float = setting(2e-3, "Peak learning rate of pre-training.")
+    pretrain_batch_size: int = setting(128, "Batch size of pre-training.")
     # Local training on each client.
-    local_epochs: float = 1.0
-    max_local_steps: int = 0
-    batch_size: int = 64
-    lr: float = 5e-4
+    local_epochs: float = setting(1.0, "Epochs of local training per round (fractions allowed).")
+    max_local_steps: int = setting(0, "At most this many optimizer steps per round; 0: no cap.")
+    batch_size: int = setting(64, "Batch size of local training, scoring and evaluation.")
+    lr: float = setting(5e-4, "Learning rate of local training (AdamW, cosine schedule within the round).")
     # The HEI method: scoring, roles, pruning.
-    prob: float = 0.5
-    personal_factor: float = 0.5
-    scorer: str = "sensing"
-    signal: str = "loss"
-    sensing_measurements: float = 0.3
-    sensing_solver: str = "lasso"
-    sensing_design: str = "blocks"
-    calibration_batches: int = 2
-    role_rule: str = "top-fraction"
-    role_threshold: float = 0.25
-    pruning_steps: int = 3
-    reclassify_every: int = 0
-    shared_layers: str = "per-client"
-    export_pruning: str = "unstructured"
+    prob: float = setting(0.5, "Pruning ratio of generic layers, and the ratio at which scorers randomly perturb a layer.")
+    personal_factor: float = setting(0.5, "Personalized layers are pruned at prob times this.")
+    scorer: str = setting("sensing", "How each layer's sensitivity is measured (sensing, exhaustive, magnitude, fisher, ...).")
+    signal: str = setting("loss", "What a perturbation is measured on: loss, or entropy (mean predictive entropy).")
+    sensing_measurements: float = setting(0.3, "Sensing budget: a fraction of the layer count in (0, 1], or a count above 1.")
+    sensing_solver: str = setting("lasso", "Sparse recovery of the random and signed sensing designs: lasso or omp.")
+    sensing_design: str = setting("blocks", "How sensing groups layers into measurements.")
+    calibration_batches: int = setting(2, "Batches of the client's data each measurement runs on.")
+    role_rule: str = setting("top-fraction", "How sensitivities become roles: sensitive layers are personalized.")
+    role_threshold: float = setting(0.25, "The role rule's threshold (for top-fraction, the fraction personalized).")
+    pruning_steps: int = setting(3, "Step buffering: a client reaches its target ratios over this many cubic steps, one "
+                                    "per round it trains.")
+    reclassify_every: int = setting(0, "Score and classify again every this many rounds; 0: once, on first participation.")
+    shared_layers: str = setting("per-client", "Which layers are shared: each client's own generic ones, or a consensus "
+                                               "fixed after round 1 by the clients' votes.")
+    export_pruning: str = setting("unstructured", "The exported model: masked weights, or structurally pruned (whole "
+                                                  "heads and channels removed).")
     # The final local round recovers from pruning by distillation from the unpruned model.
-    distill: bool = False
-    distill_temperature: float = 4.0
-    distill_alpha: float = 0.5
-    # Where per-client state lives between rounds: "disk" (under the run directory, so a killed
-    # run can resume) or "context" (Flower's in-memory context.state, lost with the process).
-    state_store: str = "disk"
-    # What clients upload: float32, or the change from the global model at float16 or int8.
-    upload_precision: str = "float32"
-    state_dir: str = ""
-    # The final evaluation also measures each client's model on the whole test set, per class weighted
-    # by its training shard's label proportions (the expectation its sampled test split estimates):
-    # "final", "every-round" (the per-round evaluations too) or "off". Text has no labels to weigh by: a
-    # language model's clients report next-token accuracy and perplexity on their own test text only.
-    weighted_eval: str = "final"
-    # A bench compares every strategy, client by client, against each of these it ran.
-    compare_to: str = "local,fedavg-ft"
-    # Ditto: the personal model's pull toward the global model (lambda / 2 * ||v - w||^2).
-    ditto_lambda: float = 1.0
-    # FedALA: how many of the model's top parameter groups (timm's: the head, then blocks from
-    # the last) blend global into local; the fraction of the shard the blending weights learn
-    # on, their learning rate, and their epochs the first time (one epoch on later rounds).
-    ala_layers: int = 1
-    ala_sample: float = 0.8
-    ala_lr: float = 1.0
-    ala_start_epochs: int = 10
-    # FedBABU: the final fine-tune trains the body along with the head (else the head alone).
-    babu_finetune_body: bool = True
+    distill: bool = setting(False, "Recover in the final local round by distillation from the model before its last "
+                                   "pruning step.")
+    distill_temperature: float = setting(4.0, "Distillation temperature: softens teacher and student.")
+    distill_alpha: float = setting(0.5, "Weight of distillation's soft targets; the labels get 1 minus this.")
+    # Client state and what clients send.
+    state_store: str = setting("disk", "Where client state lives between rounds: disk (a killed run can resume) or "
+                                       "context (Flower's in-memory context.state).")
+    upload_precision: str = setting("float32", "What clients upload: float32 weights, or the change from the global "
+                                               "model at float16 or int8.")
+    state_dir: str = setting("", "Where client state is kept on disk; empty: state/ under the run directory.")
+    weighted_eval: str = setting("final", "When each client's model is also measured on the whole test set, weighted by "
+                                          "its label proportions (images only).")
+    compare_to: str = setting("local,fedavg-ft", "A bench compares every strategy, client by client, against each of "
+                                                 "these it ran.")
+    # Strategies' own settings.
+    ditto_lambda: float = setting(1.0, "Ditto: the personal model's pull toward the global one (lambda / 2 * ||v - w||^2).")
+    ala_layers: int = setting(1, "FedALA: top parameter groups blended (1: the head; 2: also the last block, ...).")
+    ala_sample: float = setting(0.8, "FedALA: fraction of the shard the blending weights learn on.")
+    ala_lr: float = setting(1.0, "FedALA: learning rate of the blending weights.")
+    ala_start_epochs: int = setting(10, "FedALA: epochs the blending weights learn the first time (one on later rounds).")
+    babu_finetune_body: bool = setting(True, "FedBABU: the final fine-tune trains the body along with the head.")
     # The federation's optimizers (Reddi et al. 2021): the clients' local one and the server's step.
     client_optimizer: str = setting("adamw", "The clients' local optimizer: sgd or adamw, fresh in every round.")
     momentum: float = setting(0.9, "SGD's momentum on the clients (client-optimizer sgd).")
@@ -290,7 +289,7 @@ class Scenario:
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> Scenario:
         """Parse kebab-case keys; an unknown key or a value of the wrong type is a user error."""
-        known = {_key(field.name): field for field in fields(cls)}
+        known = {_key(entry.name): entry for entry in fields(cls)}
         kwargs: dict[str, Any] = {}
         for key, value in values.items():
             if key not in known:

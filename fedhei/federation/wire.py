@@ -1,17 +1,15 @@
 """The wire format of a client update, its strict checks, and masked aggregation.
 
 Pure numpy, no Flower: the strategy wraps these arrays into an ``ArrayRecord``.
-Each tensor travels in one layout, named by the suffixes of its keys:
+Each tensor travels in one layout, named by the suffixes of its keys (an int8 tensor
+carries one positive float32 scale):
 
-==========================================  ==========================================================
-keys                                        what the server rebuilds
-==========================================  ==========================================================
-``name``                                    float32, dense: the new values
-``name::values`` + ``name::mask``           float32 kept values + bit-packed keep-mask
-``name::delta-f16`` [+ ``name::mask``]      global + the float16 change (dense, or kept weights only)
-``name::delta-i8`` + ``name::scale``        global + code * scale, int8 codes in [-127, 127] and one
-[+ ``name::mask``]                          positive float32 scale per tensor
-==========================================  ==========================================================
+| keys | what the server rebuilds |
+| --- | --- |
+| ``name`` | float32, dense: the new values |
+| ``name::values`` + ``name::mask`` | float32 kept values + bit-packed keep-mask |
+| ``name::delta-f16`` [+ ``name::mask``] | global + the float16 change (dense, or kept weights only) |
+| ``name::delta-i8`` + ``name::scale`` [+ ``name::mask``] | global + code * scale (int8 codes in [-127, 127]; scale > 0) |
 
 Why quantize the change and not the weights (as QSGD and FedPAQ do): the server and
 the client hold the same global tensor, so only ``new - global`` must travel, and

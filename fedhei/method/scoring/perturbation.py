@@ -188,7 +188,7 @@ def _block_design(scorer: SensingScorer, probe: _Probe, budget: int, model: nn.M
 
     Sensitivity on ViTs is mostly a matter of depth (which blocks) and a few large
     layers, and a block's layers perturbed together stay near enough to additive to
-    rank blocks, where random subsets of many blocks do not (README).
+    rank blocks, where random subsets of many blocks do not (docs/compression.md).
     """
     units = block_units(model)
     parts = {unit: [(index,) for index in unit] for unit in units if len(unit) > 1}
@@ -229,7 +229,7 @@ class SensingScorer:
     of layers, and per-layer sensitivities recovered from them. ``measurements`` is the
     budget (a fraction of the layer count, or a count); a design may spend less.
 
-    ``design`` (measured with benchmarks/sensing_vs_exhaustive.py, see the README):
+    ``design`` (measured with benchmarks/sensing_vs_exhaustive.py, see docs/compression.md):
 
     - ``blocks`` (default): hierarchical group testing along the model's blocks (see
       :func:`_block_design`). Deterministic for a seed; needs no solver.
