@@ -83,7 +83,13 @@ def test_the_paired_difference_is_the_mean_over_seeds_of_each_clients_difference
 
 def test_csv_has_one_row_per_client_per_round_and_one_per_final_model(bench: Path) -> None:
     with (bench / "rounds.csv").open() as handle:
-        rows = list(csv.DictReader(handle))
+        every_row = list(csv.DictReader(handle))
+    rows = [row for row in every_row if row["client"]]
+    global_rows = [row for row in every_row if not row["client"]]
+    # The global model's rows: fedhei's (round 0 is the base); local training has no global model.
+    assert sorted((row["strategy"], int(row["seed"]), int(row["round"])) for row in global_rows) == sorted(
+        itertools.product(("fedhei",), SEEDS, range(ROUNDS + 1)))
+    assert all(0 <= float(row["global-accuracy"]) <= 1 for row in global_rows)
     keys = [(row["strategy"], int(row["seed"]), int(row["round"]), int(row["client"])) for row in rows]
     assert sorted(keys) == sorted(itertools.product(STRATEGIES, SEEDS, range(1, ROUNDS + 1), range(CLIENTS)))
     sampled = [row for row in rows if row["sampled"] == "1"]
@@ -94,7 +100,20 @@ def test_csv_has_one_row_per_client_per_round_and_one_per_final_model(bench: Pat
     assert len(finals) == len(STRATEGIES) * len(SEEDS) * CLIENTS
     assert all(row["accuracy"] and row["accuracy-weighted"] and row["train-airplane"] for row in finals)
     with (bench / "fedhei" / "seed-1" / "rounds.csv").open() as handle:
-        assert len(list(csv.DictReader(handle))) == ROUNDS * CLIENTS
+        assert len(list(csv.DictReader(handle))) == ROUNDS * CLIENTS + ROUNDS + 1
+
+
+def test_the_global_curve_starts_at_the_base_and_the_report_draws_it(bench: Path) -> None:
+    fedhei, local = _results(bench / "fedhei" / "seed-0"), _results(bench / "local" / "seed-0")
+    curve = fedhei["global-curve"]
+    assert [point["round"] for point in curve] == list(range(ROUNDS + 1))
+    assert [point["global-accuracy"] for point in curve[1:]] == [record["global-eval"]["global-accuracy"]
+                                                                  for record in fedhei["rounds"]]
+    assert fedhei["summary"]["global-accuracy-base"] == curve[0]["global-accuracy"]
+    assert fedhei["summary"]["global-accuracy-final"] == curve[-1]["global-accuracy"]
+    assert local["global-curve"] == [] and "global-accuracy-base" not in local["summary"]
+    assert (bench / "figures" / "global-accuracy.png").read_bytes().startswith(PNG_SIGNATURE)
+    assert "figures/global-accuracy.png" in (bench / "report.md").read_text()
 
 
 def test_each_seed_draws_its_partition_and_sampling_and_every_strategy_of_a_seed_shares_them(bench: Path) -> None:
@@ -131,7 +150,7 @@ def _figures(directory: Path) -> list[dict]:
 def test_a_single_run_report_keeps_its_tables_and_links_every_figure(bench: Path) -> None:
     run_dir = bench / "fedhei" / "seed-0"
     figures = _figures(run_dir)
-    assert {Path(figure["file"]).stem for figure in figures} == {*PER_STRATEGY, "layer-roles", "label-distribution"}
+    assert {Path(figure["file"]).stem for figure in figures} == {*PER_STRATEGY, "layer-roles", "label-distribution", "global-accuracy"}
     report = (run_dir / "report.md").read_text()
     assert report.startswith("# tiny: fedhei") and "## Rounds" in report and "## Clients" in report
     assert "one last local round" in report

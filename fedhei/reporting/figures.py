@@ -118,6 +118,34 @@ def accuracy_per_round(runs: Sequence[Run], directory: Path, colours: dict) -> D
     return _save(figure, directory, "accuracy-per-round", "Client accuracy per round (evaluated clients; final: every client)")
 
 
+def global_accuracy(runs: Sequence[Run], directory: Path, colours: dict) -> Drawn | None:
+    """Each strategy's global model on the whole test set per round, the base (round 0) as a dashed reference line."""
+    curves = {name: [run.payload.get("global-curve") or [] for run in group] for name, group in by_strategy(runs).items()}
+    curves = {name: group for name, group in curves.items() if any(group)}
+    if not curves:
+        return None
+    measured = sorted({point["round"] for group in curves.values() for curve in group for point in curve})
+    x = np.array(measured)
+    figure = Figure(figsize=(8, 4))
+    axis = figure.subplots()
+    bases = []
+    for name, group in curves.items():
+        table = np.full((len(group), len(measured)), np.nan)
+        for row, curve in enumerate(group):
+            for point in curve:
+                table[row, measured.index(point["round"])] = 100 * float(point["global-accuracy"])
+            bases += [100 * float(curve[0]["global-accuracy"])] if curve and curve[0]["round"] == 0 else []
+        _band(axis, x, table, colours[name], name)
+    if bases:
+        axis.axhline(float(np.mean(bases)), color="black", linestyle="--", linewidth=1, label="base")
+    axis.set_title("global model on the whole test set")
+    axis.set_xlabel("round (0: the base)")
+    axis.set_ylabel("% accuracy")
+    axis.grid(alpha=0.3)
+    _legend_beside(axis)
+    return _save(figure, directory, "global-accuracy", "The global model per round on the whole test set, against its base")
+
+
 def final_accuracy(runs: Sequence[Run], directory: Path, colours: dict) -> Drawn | None:
     metric = comparison_metric(runs)
     groups = {name: np.concatenate([run.values(metric) for run in group]) for name, group in by_strategy(runs).items()}
@@ -278,6 +306,9 @@ def label_distribution(runs: Sequence[Run], directory: Path, colours: dict) -> D
 
 FIGURES: tuple[tuple[str, Callable[[Sequence[Run], Path, dict], Drawn | None], str], ...] = (
     ("accuracy per round", accuracy_per_round, "no round was completed"),
+    ("global model accuracy", global_accuracy, "no strategy here has a global model that was measured (FedPer, FedRep, "
+                                               "FedBABU, LG-FedAvg and local training have none worth measuring; "
+                                               "global-eval-every 0 turns it off; language models have no shared test set)"),
     ("final accuracy", final_accuracy, "no client has a final accuracy"),
     ("layer roles", layer_roles, "no strategy here assigns layer roles, or no client manifest in the run directory "
                                  "holds them (clients on other machines keep their own)"),

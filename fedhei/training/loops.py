@@ -211,3 +211,13 @@ def evaluate(model: nn.Module, data: Batches, batch_size: int = 256, device: tor
         totals.predictions += labels.numel()
         totals.examples += len(inputs)
     return task.summary(totals)
+
+
+@torch.no_grad()
+def correct_per_example(model: nn.Module, data: ArrayBatches, batch_size: int = 256) -> np.ndarray:
+    """1.0 where the model's top prediction is the label, per image in order: what a paired comparison of
+    two models on the same test images resamples."""
+    device = next(model.parameters()).device
+    model.eval()
+    hits = [(model(inputs.to(device)).argmax(dim=1) == targets.to(device)).float().cpu() for inputs, targets in data.batches(batch_size)]
+    return torch.cat(hits).numpy().astype(np.float64)
