@@ -1,18 +1,21 @@
 """Bad input through the real command line: one line saying what is wrong, exit 2, nothing written.
 
 Each case calls the CLI's entry point with real arguments, in this process, so the
-thirty cases cost one import of torch and Flower rather than thirty; a few run as
+forty cases cost one import of torch and Flower rather than forty; a few run as
 real subprocesses too (tests/test_data.py, tests/test_trust.py).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from conftest import free_ports
 
 from fedhei.cli import main
+from fedhei.experiments.run import RAY_HEAD_WAIT_S
 from fedhei.models.checkpoints import save_checkpoint
 from fedhei.models.registry import create_model
 from strategies.checkpoint import ServerCheckpoint
@@ -39,7 +42,12 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     save_checkpoint(create_model("vit-tiny-c10"), root / "tiny.safetensors", {"model": "vit-tiny-c10"})
     stale = root / "stale-run"
     ServerCheckpoint(completed_round=1, run_token="0" * 32, scenario={"name": "other"}, strategy_state={}, arrays={}).save(stale)
-    return {"root": root, "scenario": scenario, "stale": stale}
+    (root / "garbage.toml").write_bytes(b"\x89PNG\r\n\x1a\n\x00\xff\xfe binary, not a scenario")
+    # The user's own strategy modules live outside root: a module that imports writes its __pycache__.
+    modules = tmp_path_factory.mktemp("user-modules")
+    (modules / "doors_syntax_error.py").write_text("class Mine(\n")
+    (modules / "doors_raises.py").write_text("raise RuntimeError('needs the lab cluster')\n")
+    return {"root": root, "scenario": scenario, "stale": stale, "modules": modules}
 
 
 def _run(files: dict[str, Path], *settings: str, scenario: str = "") -> list[str]:
@@ -83,18 +91,39 @@ CASES: dict[str, tuple[Callable[[dict[str, Path]], list[str]], str]] = {
                                     "holds no checkpoint"),
     "resume with another scenario": (lambda f: ["run", str(f["scenario"]), "--resume", str(f["stale"])],
                                      "differs from the one this run was started with"),
-    "unwritable data plot": (lambda f: ["data", "--data", "synthetic", "--clients", "4", "--plot", str(f["root"] / "a-file" / "x.png")],
-                             "cannot write"),
+    "unwritable data plot (the table used to print first)": (
+        lambda f: ["data", "--data", "synthetic", "--clients", "4", "--plot", str(f["root"] / "a-file" / "x.png")], "cannot write"),
+    "data plot into /sys": (lambda f: ["data", "--data", "synthetic", "--clients", "4", "--plot", "/sys/fedhei-plot.png"],
+                            "cannot write the label distribution plot /sys/fedhei-plot.png"),
+    "binary scenario file (used to be a UnicodeDecodeError)": (lambda f: _run(f, scenario=str(f["root"] / "garbage.toml")),
+                                                               "is not a text file"),
+    "own strategy with a syntax error (used to be a SyntaxError)": (
+        lambda f: _run(f, "--set", 'strategy="doors_syntax_error:Mine"'),
+        "cannot import strategy 'doors_syntax_error:Mine': module 'doors_syntax_error' raised SyntaxError"),
+    "own strategy that raises on import": (lambda f: _run(f, "--set", 'strategy="doors_raises:Mine"'),
+                                           "module 'doors_raises' raised RuntimeError: needs the lab cluster"),
+    "ray-address where no head listens (used to retry for minutes)": (
+        lambda f: _run(f, "--set", f'ray-address="127.0.0.1:{free_ports(1)[0]}"'),
+        f"(waited up to {RAY_HEAD_WAIT_S:g} s: Connection refused); start the head"),
+    "ray-address without a port": (lambda f: _run(f, "--set", 'ray-address="head-node"'), "ray-address is 'head-node'"),
+    "state-dir in /sys (root passes the permission bits; every client used to crash)": (
+        lambda f: _run(f, "--set", 'state-dir="/sys/fedhei-state"'), "cannot write the client state directory (state-dir) /sys"),
 }
 
 
 @pytest.mark.parametrize("case", list(CASES), ids=list(CASES))
-def test_bad_input_is_one_line_exit_2_and_writes_nothing(case: str, files: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(case: str, files: dict[str, Path], capsys: pytest.CaptureFixture[str],
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     arguments, message = CASES[case]
+    monkeypatch.syspath_prepend(str(files["modules"]))
     before = sorted(path.relative_to(files["root"]) for path in files["root"].rglob("*"))
+    start = time.monotonic()
     code = main(arguments(files))
+    seconds = time.monotonic() - start
     captured = capsys.readouterr()
     assert code == 2, captured.err
     assert message in captured.err and "Traceback" not in captured.err + captured.out
-    assert captured.err.strip().count("\n") <= 1, captured.err
+    assert captured.err.strip().count("\n") == 0 and captured.err.startswith("fedhei: error: "), captured.err
+    assert captured.out == ""
+    assert seconds < 60, f"refused only after {seconds:.0f} s"
     assert sorted(path.relative_to(files["root"]) for path in files["root"].rglob("*")) == before

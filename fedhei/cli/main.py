@@ -39,6 +39,7 @@ def _data_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _data(args: argparse.Namespace) -> int:
+    from fedhei.atomic import check_writable_file
     from fedhei.data.cifar10 import load_cifar10
     from fedhei.data.partition import PartitionKind, PartitionSpec, make_partition
     from fedhei.reporting.tables import label_table, plot_label_distribution
@@ -52,6 +53,8 @@ def _data(args: argparse.Namespace) -> int:
         seed=args.seed,
         public_seed=args.base_seed,
     )
+    if args.plot:
+        check_writable_file(args.plot, "label distribution plot")
     data = load_cifar10(args.data or None)
     partition = make_partition(data.train.labels, data.test.labels, spec)
     label_table(partition, data.test.labels, title=f"{spec.kind.value} split of {data.source}")
