@@ -5,7 +5,7 @@ are imported inside the functions so ``import fedhei`` stays Flower-free.
 
 Everything a run could fail on that does not need a client is checked here first
 (settings, strategy, device, Ray head, writable paths, data, partition, base model,
-checkpoint), so bad input ends in one line before any
+checkpoint, an earlier run in the way), so bad input ends in one line before any
 worker starts or any file of the run is written.
 """
 
@@ -303,15 +303,32 @@ def _run_and_compare(pairs: Sequence[tuple[Scenario, Path]], out: Path, continui
     return tables
 
 
+def refuse_earlier_run(out: Path, run_dirs: Sequence[Path], resume: Path | None, overwrite: bool) -> None:
+    """A new run or bench into ``out`` (its runs in ``run_dirs``) must not silently replace an earlier one."""
+    from strategies.server_app import earlier_run
+
+    if resume is not None:
+        if overwrite:
+            raise FedheiError("--resume continues the run in its directory and --overwrite replaces it; give one of them")
+        return
+    found = None if overwrite else earlier_run([out, *run_dirs])
+    if found:
+        raise FedheiError(f"{found}; choose another --out, continue a partial run with --resume {out}, "
+                          "or replace it with --overwrite")
+
+
 def run_command(path: Path, overrides: Sequence[str], strategies: Sequence[str], out: Path | None, data: str = "",
-                resume: Path | None = None, verbose: bool = False, quiet: bool = False, seeds: str = "") -> int:
+                resume: Path | None = None, verbose: bool = False, quiet: bool = False, seeds: str = "",
+                overwrite: bool = False) -> int:
     overrides = [*overrides, f"seeds={seeds}"] if seeds else list(overrides)
     scenario = load_scenario(path, overrides, data)
     if len(strategies) > 1:
-        return bench_command(path, overrides, strategies, out, data, verbose=verbose, quiet=quiet, resume=resume)
+        return bench_command(path, overrides, strategies, out, data, verbose=verbose, quiet=quiet, resume=resume,
+                             overwrite=overwrite)
     if strategies:
         scenario = scenario.replace(strategy=strategies[0])
     run_dir = resume or out or scenario.run_dir()
+    refuse_earlier_run(run_dir, [seeded_dir for _, seeded_dir in seed_runs(scenario, run_dir)], resume, overwrite)
     if scenario.seeds:
         tables = _run_and_compare(seed_runs(scenario, run_dir), run_dir, resume is not None, verbose, quiet, bench=False)
         print(tables)
@@ -327,7 +344,8 @@ def run_command(path: Path, overrides: Sequence[str], strategies: Sequence[str],
 
 
 def bench_command(path: Path, overrides: Sequence[str], strategies: Sequence[str], out: Path | None, data: str = "",
-                  verbose: bool = False, quiet: bool = False, seeds: str = "", resume: Path | None = None) -> int:
+                  verbose: bool = False, quiet: bool = False, seeds: str = "", resume: Path | None = None,
+                  overwrite: bool = False) -> int:
     """Every strategy on the same scenario, each seed's data and sampled clients shared by all; one comparison.
 
     Runs go seed by seed (every strategy of seed 0, then of seed 1, ...), so a bench
@@ -344,6 +362,7 @@ def bench_command(path: Path, overrides: Sequence[str], strategies: Sequence[str
     pairs = [pair for name in names
              for pair in seed_runs(scenario.replace(strategy=name), bench_dir / name.replace(":", "-"))]
     pairs.sort(key=lambda pair: pair[0].seed)
+    refuse_earlier_run(bench_dir, [run_dir for _, run_dir in pairs], resume, overwrite)
     tables = _run_and_compare(pairs, bench_dir, resume is not None, verbose, quiet, bench=True)
     print(tables)
     print(f"table: {bench_dir / BENCH_FILE}, figures and every run: {bench_dir / REPORT_FILE}")
