@@ -38,9 +38,16 @@ def resolve_strategy(name: str) -> type[PersonalizedStrategy]:
     if not sep:
         raise FedheiError(f"unknown strategy '{name}'; choose one of {', '.join(STRATEGIES)} or give package.module:Class")
     try:
-        found = getattr(importlib.import_module(module_name), class_name)
-    except (ImportError, AttributeError) as error:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
         raise FedheiError(f"cannot import strategy '{name}': {error}") from error
+    except Exception as error:
+        # The user's own module failed while it ran (a syntax error, an exception at import): name it and the error.
+        raise FedheiError(f"cannot import strategy '{name}': module '{module_name}' raised "
+                          f"{type(error).__name__}: {error}") from error
+    found = getattr(module, class_name, None)
+    if found is None:
+        raise FedheiError(f"cannot import strategy '{name}': module '{module_name}' has no '{class_name}'")
     if not (isinstance(found, type) and issubclass(found, PersonalizedStrategy)):
         raise FedheiError(f"strategy '{name}' is not a subclass of strategies.base.PersonalizedStrategy")
     return found

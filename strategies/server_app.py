@@ -9,12 +9,13 @@ everything, seed included, from each message, so the simulation starts only once
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import shutil
 import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,6 +64,27 @@ def _fresh_run_dir(scenario: Scenario, run_dir: Path) -> None:
         for stale in root.iterdir():
             if stale.is_dir() and _TOKEN.fullmatch(stale.name):
                 shutil.rmtree(stale, ignore_errors=True)
+
+
+def earlier_run(run_dirs: Iterable[Path]) -> str | None:
+    """Which of ``run_dirs`` already holds a run, in words (the first one); None when none does.
+
+    A run there is its results.json (complete or partial), its checkpoint (killed mid-run)
+    or its report (a bench's or a comparison's folder): a new run would replace them
+    (:func:`_fresh_run_dir`), so every door refuses such a directory unless told to overwrite.
+    """
+    for run_dir in run_dirs:
+        results = run_dir / RESULTS_FILE
+        if results.is_file():
+            try:
+                status = f", status {json.loads(results.read_text(encoding='utf-8'))['status']}"
+            except (OSError, ValueError, KeyError, TypeError):
+                status = ""
+            return f"{run_dir} holds an earlier run ({RESULTS_FILE}{status})"
+        for name in (CHECKPOINT_FILE, REPORT_FILE):
+            if (run_dir / name).is_file():
+                return f"{run_dir} holds an earlier run ({name})"
+    return None
 
 
 def _start(scenario: Scenario, run_dir: Path, resume: bool, observer: RoundObserver | None) -> tuple[PersonalizedStrategy, ArrayRecord]:
@@ -194,10 +216,15 @@ app = ServerApp()
 def main(grid: Grid, context: Context) -> None:
     try:
         scenario = Scenario.from_mapping(dict(context.run_config))
+        runs = seed_runs(scenario, scenario.run_dir())
+        found = earlier_run([scenario.run_dir(), *(run_dir for _, run_dir in runs)])
+        if found:
+            # A run config cannot carry fedhei run's --overwrite: refuse, never replace.
+            raise FedheiError(f"{found}; flwr run does not replace it: give another out-dir or name in --run-config, "
+                              "or move it away")
     except FedheiError as error:
         log.error("fedhei: error: %s", error)
         raise
-    runs = seed_runs(scenario, scenario.run_dir())
     try:
         run_all(grid, [RunJob(seeded, run_dir) for seeded, run_dir in runs])
     finally:

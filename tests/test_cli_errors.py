@@ -1,21 +1,31 @@
 """Bad input through the real command line: one line saying what is wrong, exit 2, nothing written.
 
 Each case calls the CLI's entry point with real arguments, in this process, so the
-thirty cases cost one import of torch and Flower rather than thirty; a few run as
-real subprocesses too (tests/test_data.py, tests/test_trust.py).
+forty cases cost one import of torch and Flower rather than forty; a few run as
+real subprocesses too (here, tests/test_data.py, tests/test_trust.py).
 """
 
 from __future__ import annotations
 
+import json
+import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 import pytest
+from conftest import free_ports
+from flwr.app import Context, RecordDict
+from flwr.serverapp import Grid
 
 from fedhei.cli import main
+from fedhei.errors import FedheiError
+from fedhei.experiments.run import RAY_HEAD_WAIT_S
 from fedhei.models.checkpoints import save_checkpoint
 from fedhei.models.registry import create_model
 from strategies.checkpoint import ServerCheckpoint
+from strategies.server_app import app as server_app
 
 SCENARIO = """
 name = "bad"
@@ -40,7 +50,14 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     stale = root / "stale-run"
     ServerCheckpoint(completed_round=1, run_token="0" * 32, scenario={"name": "other"}, strategy_state={}, arrays={},
                      optimizer={}).save(stale)
-    return {"root": root, "scenario": scenario, "stale": stale}
+    (root / "garbage.toml").write_bytes(b"\x89PNG\r\n\x1a\n\x00\xff\xfe binary, not a scenario")
+    (root / "old-bench" / "local").mkdir(parents=True)
+    (root / "old-bench" / "local" / "results.json").write_text('{"status": "partial"}')
+    # The user's own strategy modules live outside root: a module that imports writes its __pycache__.
+    modules = tmp_path_factory.mktemp("user-modules")
+    (modules / "doors_syntax_error.py").write_text("class Mine(\n")
+    (modules / "doors_raises.py").write_text("raise RuntimeError('needs the lab cluster')\n")
+    return {"root": root, "scenario": scenario, "stale": stale, "modules": modules}
 
 
 def _run(files: dict[str, Path], *settings: str, scenario: str = "") -> list[str]:
@@ -84,18 +101,102 @@ CASES: dict[str, tuple[Callable[[dict[str, Path]], list[str]], str]] = {
                                     "holds no checkpoint"),
     "resume with another scenario": (lambda f: ["run", str(f["scenario"]), "--resume", str(f["stale"])],
                                      "differs from the one this run was started with"),
-    "unwritable data plot": (lambda f: ["data", "--data", "synthetic", "--clients", "4", "--plot", str(f["root"] / "a-file" / "x.png")],
-                             "cannot write"),
+    "unwritable data plot (the table used to print first)": (
+        lambda f: ["data", "--data", "synthetic", "--clients", "4", "--plot", str(f["root"] / "a-file" / "x.png")], "cannot write"),
+    "data plot into /sys": (lambda f: ["data", "--data", "synthetic", "--clients", "4", "--plot", "/sys/fedhei-plot.png"],
+                            "cannot write the label distribution plot /sys/fedhei-plot.png"),
+    "binary scenario file (used to be a UnicodeDecodeError)": (lambda f: _run(f, scenario=str(f["root"] / "garbage.toml")),
+                                                               "is not a text file"),
+    "own strategy with a syntax error (used to be a SyntaxError)": (
+        lambda f: _run(f, "--set", 'strategy="doors_syntax_error:Mine"'),
+        "cannot import strategy 'doors_syntax_error:Mine': module 'doors_syntax_error' raised SyntaxError"),
+    "own strategy that raises on import": (lambda f: _run(f, "--set", 'strategy="doors_raises:Mine"'),
+                                           "module 'doors_raises' raised RuntimeError: needs the lab cluster"),
+    "ray-address where no head listens (used to retry for minutes)": (
+        lambda f: _run(f, "--set", f'ray-address="127.0.0.1:{free_ports(1)[0]}"'),
+        f"(waited up to {RAY_HEAD_WAIT_S:g} s: Connection refused); start the head"),
+    "ray-address without a port": (lambda f: _run(f, "--set", 'ray-address="head-node"'), "ray-address is 'head-node'"),
+    "state-dir in /sys (root passes the permission bits; every client used to crash)": (
+        lambda f: _run(f, "--set", 'state-dir="/sys/fedhei-state"'), "cannot write the client state directory (state-dir) /sys"),
+    "run into a killed run's directory": (lambda f: ["run", str(f["scenario"]), "--out", str(f["stale"])],
+                                          "holds an earlier run (checkpoint.safetensors); choose another --out"),
+    "bench into an earlier bench": (
+        lambda f: ["bench", str(f["scenario"]), "--strategy", "fedhei", "--strategy", "local", "--out", str(f["root"] / "old-bench")],
+        "holds an earlier run (results.json, status partial); choose another --out, continue a partial run with --resume"),
+    "resume and overwrite at once": (lambda f: ["run", str(f["scenario"]), "--resume", str(f["stale"]), "--overwrite"],
+                                     "give one of them"),
 }
 
 
 @pytest.mark.parametrize("case", list(CASES), ids=list(CASES))
-def test_bad_input_is_one_line_exit_2_and_writes_nothing(case: str, files: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(case: str, files: dict[str, Path], capsys: pytest.CaptureFixture[str],
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     arguments, message = CASES[case]
+    monkeypatch.syspath_prepend(str(files["modules"]))
     before = sorted(path.relative_to(files["root"]) for path in files["root"].rglob("*"))
+    start = time.monotonic()
     code = main(arguments(files))
+    seconds = time.monotonic() - start
     captured = capsys.readouterr()
     assert code == 2, captured.err
     assert message in captured.err and "Traceback" not in captured.err + captured.out
-    assert captured.err.strip().count("\n") <= 1, captured.err
+    assert captured.err.strip().count("\n") == 0 and captured.err.startswith("fedhei: error: "), captured.err
+    assert captured.out == ""
+    assert seconds < 60, f"refused only after {seconds:.0f} s"
     assert sorted(path.relative_to(files["root"]) for path in files["root"].rglob("*")) == before
+
+
+TINY = """
+name = "again"
+data-source = "synthetic"
+model = "vit-micro"
+num-clients = 2
+fraction-train = 1.0
+num-server-rounds = 1
+pretrain-epochs = 1.0
+local-epochs = 0.25
+batch-size = 32
+calibration-batches = 1
+scorer = "magnitude"
+"""
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(path.relative_to(folder)): path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
+def test_a_second_run_into_a_finished_run_is_refused_unless_overwrite(tmp_path: Path,
+                                                                      fedhei_cli: Callable[..., subprocess.CompletedProcess[str]]) -> None:
+    scenario, run_dir = tmp_path / "again.toml", tmp_path / "run"
+    scenario.write_text(TINY)
+    first = fedhei_cli("run", str(scenario), "--out", str(run_dir), "--quiet")
+    assert first.returncode == 0, first.stderr
+    finished = _snapshot(run_dir)
+    assert "results.json" in finished
+
+    again = fedhei_cli("run", str(scenario), "--out", str(run_dir))
+    assert again.returncode == 2 and again.stdout == "", again.stdout + again.stderr
+    assert again.stderr == (f"fedhei: error: {run_dir} holds an earlier run (results.json, status complete); choose another "
+                            f"--out, continue a partial run with --resume {run_dir}, or replace it with --overwrite\n")
+    assert _snapshot(run_dir) == finished
+
+    replaced = fedhei_cli("run", str(scenario), "--out", str(run_dir), "--overwrite", "--set", "seed=1", "--quiet")
+    assert replaced.returncode == 0, replaced.stderr
+    payload = json.loads((run_dir / "results.json").read_text())
+    assert payload["status"] == "complete" and payload["scenario"]["seed"] == 1
+    assert (run_dir / "results.json").read_bytes() != finished["results.json"]
+
+
+def test_flwr_run_refuses_a_directory_holding_a_run_in_one_log_line(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """`flwr run` cannot pass --overwrite (a run config holds only the scenario's keys): the ServerApp refuses."""
+    run_dir = tmp_path / "runs" / "flwr" / "fedhei"
+    run_dir.mkdir(parents=True)
+    (run_dir / "results.json").write_text('{"status": "complete"}')
+    context = Context(run_id=1, node_id=0, node_config={}, state=RecordDict(),
+                      run_config={"name": "flwr", "out-dir": str(tmp_path / "runs"), "data-source": "synthetic"})
+    with pytest.raises(FedheiError, match="holds an earlier run"):
+        server_app(cast(Grid, None), context)
+    errors = [record.getMessage() for record in caplog.records if record.levelname == "ERROR"]
+    assert errors == [f"fedhei: error: {run_dir} holds an earlier run (results.json, status complete); flwr run does not "
+                      "replace it: give another out-dir or name in --run-config, or move it away"]
+    assert _snapshot(run_dir) == {"results.json": b'{"status": "complete"}'}

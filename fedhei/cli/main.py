@@ -39,6 +39,7 @@ def _data_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _data(args: argparse.Namespace) -> int:
+    from fedhei.atomic import check_writable_file
     from fedhei.data.cifar10 import load_cifar10
     from fedhei.data.partition import PartitionKind, PartitionSpec, make_partition
     from fedhei.reporting.tables import label_table, plot_label_distribution
@@ -52,6 +53,8 @@ def _data(args: argparse.Namespace) -> int:
         seed=args.seed,
         public_seed=args.base_seed,
     )
+    if args.plot:
+        check_writable_file(args.plot, "label distribution plot")
     data = load_cifar10(args.data or None)
     partition = make_partition(data.train.labels, data.test.labels, spec)
     label_table(partition, data.test.labels, title=f"{spec.kind.value} split of {data.source}")
@@ -126,6 +129,9 @@ def _run_arguments(parser: argparse.ArgumentParser) -> None:
                         help="run these strategies side by side (repeatable); default: the scenario's own")
     parser.add_argument("--out", type=Path, help="run directory (default: <out-dir>/<scenario name>/<strategy>)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines, only the final summary")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the run already in the output directory (its results, checkpoint, report, figures "
+                             "and client state); without it such a directory is refused")
     parser.add_argument("--seeds", default="", metavar="0,1,2",
                         help="repeat the scenario with each seed (sets seeds): each seed draws its own partition, "
                              "sampling and training, into <dir>/seed-<s>, with a comparison over seeds")
@@ -149,14 +155,14 @@ def _run(args: argparse.Namespace) -> int:
     from fedhei.experiments.run import run_command
 
     return run_command(args.scenario, args.overrides, args.strategies, args.out, args.data, args.resume,
-                       verbose=args.verbose, quiet=args.quiet, seeds=args.seeds)
+                       verbose=args.verbose, quiet=args.quiet, seeds=args.seeds, overwrite=args.overwrite)
 
 
 def _bench(args: argparse.Namespace) -> int:
     from fedhei.experiments.run import bench_command
 
     return bench_command(args.scenario, args.overrides, args.strategies, args.out, args.data,
-                         verbose=args.verbose, quiet=args.quiet, seeds=args.seeds, resume=args.resume)
+                         verbose=args.verbose, quiet=args.quiet, seeds=args.seeds, resume=args.resume, overwrite=args.overwrite)
 
 
 def _report_arguments(parser: argparse.ArgumentParser) -> None:

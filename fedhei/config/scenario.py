@@ -304,6 +304,11 @@ class Scenario:
             raise FedheiError(f"scenario {path} does not exist; the scenarios/ folder has the shipped ones")
         try:
             values = tomllib.loads(path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError as error:
+            raise FedheiError(f"scenario {path} is not a text file (byte {error.start} is not UTF-8); a scenario is a TOML "
+                              "file of run-config keys") from error
+        except OSError as error:
+            raise FedheiError(f"cannot read scenario {path} ({error.strerror or error})") from error
         except tomllib.TOMLDecodeError as error:
             raise FedheiError(f"scenario {path} is not valid TOML: {error}") from error
         nested = [key for key, value in values.items() if isinstance(value, dict)]

@@ -4,9 +4,9 @@ This is the one core module that reaches Flower, and only when called: the apps
 are imported inside the functions so ``import fedhei`` stays Flower-free.
 
 Everything a run could fail on that does not need a client is checked here first
-(settings, strategy, device, data, partition, base model, checkpoint, writable
-paths), so bad input ends in one line before any worker starts or any file of the
-run is written.
+(settings, strategy, device, Ray head, writable paths, data, partition, base model,
+checkpoint, an earlier run in the way), so bad input ends in one line before any
+worker starts or any file of the run is written.
 """
 
 from __future__ import annotations
@@ -14,12 +14,14 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fedhei.atomic import check_writable
 from fedhei.config.scenario import Scenario, parse_override
 from fedhei.data.cifar10 import load_cifar10_cached
 from fedhei.data.partition import make_partition
@@ -33,6 +35,8 @@ from fedhei.training.device import check_device_available, pick_device
 from fedhei.training.pretrain import starting_model
 from fedhei.training.tasks import PERPLEXITY
 
+# How long a run waits for the Ray head at ray-address to accept a connection before it refuses.
+RAY_HEAD_WAIT_S = 5.0
 # Every strategy a bench compares, in the order of its table.
 BENCH_STRATEGIES = ("fedhei", "fedhei-uniform", "fedavg", "fedavg-ft", "fedper", "fedrep", "lg-fedavg", "local", "ditto",
                     "fedala", "fedbabu")
@@ -63,6 +67,26 @@ def backend_config(scenario: Scenario, verbose: bool) -> dict[str, Any]:
     return {"client_resources": {"num_cpus": scenario.client_num_cpus, "num_gpus": gpus}, "init_args": init_args}
 
 
+def check_ray_address(address: str, wait: float = RAY_HEAD_WAIT_S) -> None:
+    """Refuse a ``ray-address`` where no Ray head listens, within ``wait`` seconds: Ray itself retries for minutes.
+
+    Ray's own words "auto" (the cluster ``ray start`` recorded on this machine) and "local" name no address to try.
+    """
+    if address in ("", "auto", "local"):
+        return
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise FedheiError(f"ray-address is '{address}'; give the Ray head's host:port (e.g. 10.0.0.5:6379), "
+                          "ray://host:port or auto")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=wait):
+            pass
+    except OSError as error:
+        reason = "no answer" if isinstance(error, TimeoutError) else error.strerror or str(error)
+        raise FedheiError(f"no Ray head answers at ray-address {address} (waited up to {wait:g} s: {reason}); start the "
+                          "head (ray start --head) or fix ray-address") from error
+
+
 def simulation_in_flight(scenario: Scenario) -> int | None:
     """How many messages the server lets wait at once in a simulation on this machine: twice the clients Ray
     runs at once (its CPUs over client-num-cpus), so no worker waits while Flower's engine scans only a few.
@@ -91,16 +115,6 @@ def quiet_flower(verbose: bool) -> None:
         flower.addFilter(_QuietFlower())
 
 
-def _check_writable(directory: Path, what: str) -> None:
-    """Refuse a directory that cannot be created or written, without creating anything."""
-    existing = directory.absolute()
-    while not existing.exists():
-        existing = existing.parent
-    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        reason = "is not a folder" if not existing.is_dir() else "is not writable"
-        raise FedheiError(f"cannot write the {what} {directory} ({existing} {reason}); choose a writable path")
-
-
 def preflight(scenario: Scenario, run_dir: Path, resume: bool) -> None:
     """Every check a run can make before its simulation starts; writes nothing of the run."""
     from strategies import resolve_strategy
@@ -112,6 +126,10 @@ def preflight(scenario: Scenario, run_dir: Path, resume: bool) -> None:
     if scenario.device.startswith("cuda") and scenario.client_num_gpus == 0:
         raise FedheiError(f"device is '{scenario.device}' but client-num-gpus is 0, so Ray would hide the GPU from the "
                           "clients; set client-num-gpus (e.g. 0.25 for four clients per GPU)")
+    check_ray_address(scenario.ray_address)
+    check_writable(run_dir, "run directory")
+    if scenario.state_store == "disk":
+        check_writable(state_root(scenario, run_dir), "client state directory (state-dir)")
     if not scenario.is_language_model:
         data = load_cifar10_cached(scenario.data_source or None)
         make_partition(data.train.labels, data.test.labels, scenario.partition_spec())
@@ -124,9 +142,6 @@ def preflight(scenario: Scenario, run_dir: Path, resume: bool) -> None:
         results = run_dir / RESULTS_FILE
         if results.is_file() and json.loads(results.read_text(encoding="utf-8")).get("status") == COMPLETE:
             raise FedheiError(f"{run_dir} holds a complete run; nothing to resume (start a new run without --resume)")
-    _check_writable(run_dir, "run directory")
-    if scenario.state_store == "disk":
-        _check_writable(state_root(scenario, run_dir), "client state directory (state-dir)")
 
 
 def run_scenario(scenario: Scenario, run_dir: Path, resume: bool = False, verbose: bool = False, quiet: bool = False) -> dict[str, Any]:
@@ -299,15 +314,32 @@ def _run_and_compare(pairs: Sequence[tuple[Scenario, Path]], out: Path, continui
     return tables
 
 
+def refuse_earlier_run(out: Path, run_dirs: Sequence[Path], resume: Path | None, overwrite: bool) -> None:
+    """A new run or bench into ``out`` (its runs in ``run_dirs``) must not silently replace an earlier one."""
+    from strategies.server_app import earlier_run
+
+    if resume is not None:
+        if overwrite:
+            raise FedheiError("--resume continues the run in its directory and --overwrite replaces it; give one of them")
+        return
+    found = None if overwrite else earlier_run([out, *run_dirs])
+    if found:
+        raise FedheiError(f"{found}; choose another --out, continue a partial run with --resume {out}, "
+                          "or replace it with --overwrite")
+
+
 def run_command(path: Path, overrides: Sequence[str], strategies: Sequence[str], out: Path | None, data: str = "",
-                resume: Path | None = None, verbose: bool = False, quiet: bool = False, seeds: str = "") -> int:
+                resume: Path | None = None, verbose: bool = False, quiet: bool = False, seeds: str = "",
+                overwrite: bool = False) -> int:
     overrides = [*overrides, f"seeds={seeds}"] if seeds else list(overrides)
     scenario = load_scenario(path, overrides, data)
     if len(strategies) > 1:
-        return bench_command(path, overrides, strategies, out, data, verbose=verbose, quiet=quiet, resume=resume)
+        return bench_command(path, overrides, strategies, out, data, verbose=verbose, quiet=quiet, resume=resume,
+                             overwrite=overwrite)
     if strategies:
         scenario = scenario.replace(strategy=strategies[0])
     run_dir = resume or out or scenario.run_dir()
+    refuse_earlier_run(run_dir, [seeded_dir for _, seeded_dir in seed_runs(scenario, run_dir)], resume, overwrite)
     if scenario.seeds:
         tables = _run_and_compare(seed_runs(scenario, run_dir), run_dir, resume is not None, verbose, quiet, bench=False)
         print(tables)
@@ -326,7 +358,8 @@ def run_command(path: Path, overrides: Sequence[str], strategies: Sequence[str],
 
 
 def bench_command(path: Path, overrides: Sequence[str], strategies: Sequence[str], out: Path | None, data: str = "",
-                  verbose: bool = False, quiet: bool = False, seeds: str = "", resume: Path | None = None) -> int:
+                  verbose: bool = False, quiet: bool = False, seeds: str = "", resume: Path | None = None,
+                  overwrite: bool = False) -> int:
     """Every strategy on the same scenario, each seed's data and sampled clients shared by all; one comparison.
 
     Runs go seed by seed (every strategy of seed 0, then of seed 1, ...), so a bench
@@ -343,6 +376,7 @@ def bench_command(path: Path, overrides: Sequence[str], strategies: Sequence[str
     pairs = [pair for name in names
              for pair in seed_runs(scenario.replace(strategy=name), bench_dir / name.replace(":", "-"))]
     pairs.sort(key=lambda pair: pair[0].seed)
+    refuse_earlier_run(bench_dir, [run_dir for _, run_dir in pairs], resume, overwrite)
     tables = _run_and_compare(pairs, bench_dir, resume is not None, verbose, quiet, bench=True)
     print(tables)
     print(f"table: {bench_dir / BENCH_FILE}, figures and every run: {bench_dir / REPORT_FILE}")
