@@ -82,7 +82,7 @@ def test_every_client_exports_a_model_that_loads_back_with_finite_perplexity(fed
         assert math.isfinite(manifest["perplexity"]) and 0 < manifest["compression"] < 0.6
         assert "majority-class-rate" not in manifest and "accuracy-weighted" not in manifest
         model = load_checkpoint(folder / "model.safetensors")
-        reloaded = evaluate(model, client_data(scenario, client, model).test)
+        reloaded = evaluate(model, client_data(scenario, client, model).test, precision=scenario.eval_precision)
         assert reloaded["perplexity"] == pytest.approx(manifest["perplexity"], rel=1e-5)
         assert reloaded["accuracy"] == pytest.approx(manifest["accuracy"])
 

@@ -25,7 +25,7 @@ from fedhei.models.language import tokenizer_for
 from fedhei.models.registry import task_name
 from fedhei.training.device import check_device_name
 from fedhei.training.distill import DistillSettings
-from fedhei.training.loops import TrainSettings
+from fedhei.training.loops import EVAL_PRECISIONS, TrainSettings
 from fedhei.training.optimizers import CLIENT_OPTIMIZERS, LrSchedule, ServerOptimizer, ServerSettings, round_lr
 from fedhei.training.pretrain import HUB, PretrainSpec
 from fedhei.training.recipes import RECIPES
@@ -47,6 +47,7 @@ _CHOICES: dict[str, tuple[str, ...]] = {
     "client-optimizer": CLIENT_OPTIMIZERS,
     "lr-schedule": tuple(schedule.value for schedule in LrSchedule),
     "server-optimizer": tuple(kind.value for kind in ServerOptimizer),
+    "eval-precision": EVAL_PRECISIONS,
 }
 
 
@@ -181,6 +182,8 @@ class Scenario:
     server_tau: float = setting(1e-3, "adam and yogi's adaptivity (added to the root of the second moment).")
     global_eval_every: int = setting(1, "Evaluate the global model on the whole test set every this many rounds "
                                      "(and after the last; the base as round 0); 0: never.")
+    eval_precision: str = setting("bfloat16", "Compute precision of every evaluation's forward pass (training stays "
+                                  "float32); bfloat16 pays only where the CPU (AVX-512-BF16, AMX) or GPU computes in it.")
 
     def __post_init__(self) -> None:
         """Check every setting now, so a bad one fails at parse time, never inside a worker."""

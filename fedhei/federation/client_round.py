@@ -78,7 +78,7 @@ class ClientData:
             return {}
         figures = {"majority-class-rate": majority_class_rate(self.test_labels)}
         if weighted:
-            figures.update(weighted_metrics(model, scenario.data_source, self.train_labels))
+            figures.update(weighted_metrics(model, scenario.data_source, self.train_labels, scenario.eval_precision))
         return figures
 
 
@@ -259,7 +259,7 @@ def evaluate_round(job: ClientJob, global_arrays: Arrays, state: ClientState | N
     or next-token accuracy and perplexity on its own test text."""
     model = algorithm_for(job.policy.algorithm).kept_model(merge(job, global_arrays, state), job.scenario, state)
     data = client_data(job.scenario, job.client_id, model)
-    result = evaluate(model, data.test)
+    result = evaluate(model, data.test, precision=job.scenario.eval_precision)
     return {
         "accuracy": result["accuracy"],
         "loss": result["loss"],

@@ -61,7 +61,7 @@ def export_model(job: ClientJob, model: nn.Module, state: ClientState | None, ru
         save_structured(exported, model_path, metadata)
     else:
         save_sparse(model, model_path, metadata)
-    result = evaluate(exported, data.test)
+    result = evaluate(exported, data.test, precision=job.scenario.eval_precision)
     labels = data.label_metrics(exported, job.scenario, weighted=job.scenario.weighted_eval != "off")
     total, nonzero = count_parameters(exported)
     manifest = {

@@ -86,5 +86,5 @@ def evaluate_global(scenario: Scenario, arrays: Mapping[str, np.ndarray]) -> dic
         raise FedheiError(f"the global arrays do not fit {scenario.model}: missing {sorted(missing)[:3]}, "
                           f"unexpected {sorted(unexpected)[:3]}")
     data = load_cifar10_cached(scenario.data_source or None)
-    result = evaluate(model.to(pick_device(scenario.device)), batches_for(model, data.test))
+    result = evaluate(model.to(pick_device(scenario.device)), batches_for(model, data.test), precision=scenario.eval_precision)
     return {GLOBAL_ACCURACY: result["accuracy"], GLOBAL_LOSS: result["loss"]}

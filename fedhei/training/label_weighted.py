@@ -13,11 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 from torch import nn
 
 from fedhei.data.cifar10 import Split, load_cifar10_cached
-from fedhei.training.loops import batches_for
+from fedhei.training.loops import FLOAT32, batches_for, correct_per_example
 
 
 @dataclass(frozen=True)
@@ -44,9 +43,11 @@ def label_proportions(train_labels: np.ndarray, num_classes: int) -> np.ndarray:
     return counts / counts.sum()
 
 
-@torch.no_grad()
-def label_weighted_accuracy(model: nn.Module, test: Split, train_labels: np.ndarray, batch_size: int = 256) -> WeightedAccuracy:
-    """Sum over the client's classes of (its share of the class) x (accuracy on the class's test images).
+def label_weighted_accuracy(
+    model: nn.Module, test: Split, train_labels: np.ndarray, batch_size: int = 256, precision: str = FLOAT32
+) -> WeightedAccuracy:
+    """Sum over the client's classes of (its share of the class) x (accuracy on the class's test images),
+    with the forward pass at ``precision``.
 
     A class the client holds but the test set lacks (only in a custom source) cannot be
     measured; the remaining weights are renormalized.
@@ -56,12 +57,7 @@ def label_weighted_accuracy(model: nn.Module, test: Split, train_labels: np.ndar
     present = np.bincount(test.labels, minlength=num_classes) > 0
     classes = np.flatnonzero((weights > 0) & present)
     indices = np.flatnonzero(np.isin(test.labels, classes))
-    device = next(model.parameters()).device
-    model.to(device).eval()
-    correct = []
-    for images, labels in batches_for(model, test, indices).batches(batch_size):
-        correct.append((model(images.to(device)).argmax(dim=1).cpu() == labels).numpy())
-    hits = np.concatenate(correct) if correct else np.zeros(0, dtype=bool)
+    hits = correct_per_example(model, batches_for(model, test, indices), batch_size, precision)
     labels = test.labels[indices]
     per_class = {int(label): float(hits[labels == label].mean()) for label in classes}
     kept = weights[classes] / weights[classes].sum()
@@ -69,7 +65,7 @@ def label_weighted_accuracy(model: nn.Module, test: Split, train_labels: np.ndar
     return WeightedAccuracy(accuracy, weights, per_class, len(indices))
 
 
-def weighted_metrics(model: nn.Module, data_source: str, train_labels: np.ndarray) -> dict[str, float]:
+def weighted_metrics(model: nn.Module, data_source: str, train_labels: np.ndarray, precision: str) -> dict[str, float]:
     """:func:`label_weighted_accuracy` on the run's own test set, as metrics."""
     test = load_cifar10_cached(data_source or None).test
-    return label_weighted_accuracy(model, test, train_labels).metrics()
+    return label_weighted_accuracy(model, test, train_labels, precision=precision).metrics()
