@@ -1,0 +1,121 @@
+"""Pilot: a federation's global-model curve, fast, to choose a scenario's optimizer, rates and rounds.
+
+The server's rounds as one in-process loop over fedhei's own core (the same client
+rounds, the same decoding, masked average and server step as ``fedhei run``, no
+Flower, no Ray), measuring only what a pilot needs: the global model on the whole
+test set, the base as round 0, every ``global-eval-every`` rounds. No client is
+evaluated and nothing is exported, so a pilot costs its training and a few test-set
+passes. The figures differ from a ``fedhei run`` of the same scenario only in
+floating-point order (torch uses ``--threads`` here, one thread per client there).
+
+With ``--centralized STEPS``, it trains the base instead on every client's shard
+pooled, with the scenario's client optimizer, rate and batch size, for STEPS steps,
+measured every ``--every`` steps: the reference a federation is held against.
+
+    python benchmarks/pilot.py scenarios/quickstart.toml --set strategy='"fedavg"' --set lr=0.0001
+    python benchmarks/pilot.py scenarios/quickstart.toml --set lr=0.0001 --centralized 1500 --every 300
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from fedhei.cli.main import scenario_arguments
+from fedhei.config.scenario import Scenario
+from fedhei.data.cifar10 import load_cifar10_cached
+from fedhei.data.partition import make_partition
+from fedhei.errors import FedheiError
+from fedhei.experiments.run import load_scenario
+from fedhei.federation.client_round import ClientJob, prepare, train_round
+from fedhei.federation.sampling import SAMPLE_TRAIN, sample_clients
+from fedhei.federation.server import GLOBAL_ACCURACY, FederationServer, evaluate_global
+from fedhei.federation.wire import decode
+from fedhei.models.adapters import adapter_for
+from fedhei.training.loops import TrainSettings, batches_for, train
+from fedhei.training.pretrain import base_model
+from strategies import resolve_strategy
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    scenario_arguments(parser)
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    parser.add_argument("--centralized", type=int, default=0, metavar="STEPS",
+                        help="train the base on the pooled shards for STEPS steps instead of federating")
+    parser.add_argument("--every", type=int, default=50, help="with --centralized: measure every this many steps")
+    return parser.parse_args(argv)
+
+
+def federated_curve(scenario: Scenario) -> list[tuple[int, float]]:
+    """(round, global accuracy) from the base (round 0) to the last round."""
+    policy = resolve_strategy(scenario.strategy).policy
+    base = base_model(load_cifar10_cached(scenario.data_source or None), scenario.pretrain_spec(), scenario.base_model,
+                      scenario.device)
+    server = FederationServer(policy, {name: value.detach().cpu().numpy() for name, value in base.named_parameters()},
+                              adapter_for(base).head_parameters(base), scenario.server_settings())
+    prepare(scenario)
+    curve = [(0, evaluate_global(scenario, server.current)[GLOBAL_ACCURACY])]
+    states = {}
+    every = scenario.global_eval_every or scenario.num_server_rounds
+    for server_round in range(1, scenario.num_server_rounds + 1):
+        updates = []
+        for client in sample_clients(scenario.seed, scenario.num_clients, scenario.fraction_train, server_round, SAMPLE_TRAIN):
+            job = ClientJob(scenario, policy, client, server_round)
+            update, metrics, states[client] = train_round(job, server.download(client), states.get(client))
+            updates.append((float(metrics["num-examples"]), decode(update, server.current)))
+            roles = states[client].roles
+            server.joined(client, roles.personalized() if roles is not None else ())
+        server.aggregate(updates)
+        if server_round % every == 0 or server_round == scenario.num_server_rounds:
+            curve.append((server_round, evaluate_global(scenario, server.current)[GLOBAL_ACCURACY]))
+            print(f"round {server_round}: {100 * curve[-1][1]:.2f}%", file=sys.stderr, flush=True)
+    return curve
+
+
+def centralized_curve(scenario: Scenario, steps: int, every: int) -> list[tuple[int, float]]:
+    """(step, test accuracy) of the base trained on every client's shard pooled, the rate held constant."""
+    data = load_cifar10_cached(scenario.data_source or None)
+    model = base_model(data, scenario.pretrain_spec(), scenario.base_model, scenario.device)
+    partition = make_partition(data.train.labels, data.test.labels, scenario.partition_spec())
+    pooled = batches_for(model, data.train, np.sort(np.concatenate(partition.train_indices)))
+
+    def accuracy() -> float:
+        return evaluate_global(scenario, {name: value.detach().cpu().numpy() for name, value in model.named_parameters()})[
+            GLOBAL_ACCURACY]
+
+    curve = [(0, accuracy())]
+    settings = TrainSettings(epochs=1.0, batch_size=scenario.batch_size, lr=scenario.lr, weight_decay=scenario.weight_decay,
+                             max_steps=every, optimizer=scenario.client_optimizer, momentum=scenario.momentum,
+                             decay_in_call=False)
+    for chunk in range(steps // every):
+        train(model, pooled, settings, seed=chunk)
+        curve.append(((chunk + 1) * every, accuracy()))
+        print(f"step {curve[-1][0]}: {100 * curve[-1][1]:.2f}%", file=sys.stderr, flush=True)
+    return curve
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    started = time.perf_counter()
+    try:
+        scenario = load_scenario(args.scenario, args.overrides, args.data)
+        curve = centralized_curve(scenario, args.centralized, args.every) if args.centralized else federated_curve(scenario)
+    except FedheiError as error:
+        print(f"pilot: error: {error}", file=sys.stderr)
+        return 2
+    print(json.dumps({"settings": args.overrides, "x": [x for x, _ in curve],
+                      "accuracy": [round(100 * value, 2) for _, value in curve],
+                      "seconds": round(time.perf_counter() - started)}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
