@@ -42,8 +42,16 @@ from fedhei.experiments.run import load_scenario
 from fedhei.reporting.intervals import Interval, bootstrap
 from fedhei.reporting.tables import stdout
 from fedhei.training.device import pick_device
-from fedhei.training.loops import (BFLOAT16, EVAL_PRECISIONS, FLOAT32, TrainSettings, batches_for, correct_per_example,
-                                  eval_precision, train)
+from fedhei.training.loops import (
+    BFLOAT16,
+    EVAL_PRECISIONS,
+    FLOAT32,
+    TrainSettings,
+    batches_for,
+    correct_per_example,
+    eval_precision,
+    train,
+)
 from fedhei.training.pretrain import starting_model
 
 # An evaluation's batch size everywhere in fedhei (clients, export, the server's global evaluation).

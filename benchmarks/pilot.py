@@ -32,11 +32,11 @@ from fedhei.config.scenario import Scenario
 from fedhei.data.cifar10 import load_cifar10_cached
 from fedhei.data.partition import make_partition
 from fedhei.errors import FedheiError
+from fedhei.experiments.plain import train_plain_round
 from fedhei.experiments.run import load_scenario
-from fedhei.federation.client_round import ClientJob, prepare, train_round
-from fedhei.federation.sampling import SAMPLE_TRAIN, sample_clients
+from fedhei.federation.client_round import prepare
 from fedhei.federation.server import GLOBAL_ACCURACY, FederationServer, evaluate_global
-from fedhei.federation.wire import decode
+from fedhei.federation.state import ClientState
 from fedhei.models.adapters import adapter_for
 from fedhei.training.loops import TrainSettings, batches_for, train
 from fedhei.training.pretrain import base_model
@@ -62,17 +62,10 @@ def federated_curve(scenario: Scenario) -> list[tuple[int, float]]:
                               adapter_for(base).head_parameters(base), scenario.server_settings())
     prepare(scenario)
     curve = [(0, evaluate_global(scenario, server.current)[GLOBAL_ACCURACY])]
-    states = {}
+    states: dict[int, ClientState] = {}
     every = scenario.global_eval_every or scenario.num_server_rounds
     for server_round in range(1, scenario.num_server_rounds + 1):
-        updates = []
-        for client in sample_clients(scenario.seed, scenario.num_clients, scenario.fraction_train, server_round, SAMPLE_TRAIN):
-            job = ClientJob(scenario, policy, client, server_round)
-            update, metrics, states[client] = train_round(job, server.download(client), states.get(client))
-            updates.append((float(metrics["num-examples"]), decode(update, server.current)))
-            roles = states[client].roles
-            server.joined(client, roles.personalized() if roles is not None else ())
-        server.aggregate(updates)
+        train_plain_round(scenario, policy, server, states, server_round)
         if server_round % every == 0 or server_round == scenario.num_server_rounds:
             curve.append((server_round, evaluate_global(scenario, server.current)[GLOBAL_ACCURACY]))
             print(f"round {server_round}: {100 * curve[-1][1]:.2f}%", file=sys.stderr, flush=True)

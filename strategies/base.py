@@ -33,8 +33,8 @@ from flwr.serverapp.strategy import FedAvg, Result
 from fedhei.config.scenario import Scenario
 from fedhei.errors import RunFailed
 from fedhei.federation.policy import ClientPolicy
-from fedhei.federation.server import FederationServer, evaluate_global, measures_global_model
 from fedhei.federation.sampling import SAMPLE_EVALUATE, SAMPLE_TRAIN, sample_clients
+from fedhei.federation.server import FederationServer, evaluate_global, measures_global_model
 from fedhei.federation.wire import DecodedTensor, UpdateError, decode, masked_average
 from fedhei.models.registry import head_parameter_names
 from fedhei.reporting.progress import RoundLines, RoundObserver

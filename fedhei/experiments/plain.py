@@ -25,11 +25,11 @@ import torch
 from fedhei.config.scenario import Scenario
 from fedhei.data.cifar10 import load_cifar10_cached
 from fedhei.errors import FedheiError
-from fedhei.federation.client_round import Arrays, ClientJob, evaluate_round, prepare, train_round
+from fedhei.federation.client_round import ClientJob, evaluate_round, prepare, train_round
 from fedhei.federation.export import export_model, final_model
 from fedhei.federation.policy import ClientPolicy
-from fedhei.federation.server import FederationServer
 from fedhei.federation.sampling import SAMPLE_EVALUATE, SAMPLE_TRAIN, sample_clients
+from fedhei.federation.server import FederationServer
 from fedhei.federation.state import ClientState
 from fedhei.federation.wire import decode
 from fedhei.models.adapters import adapter_for
@@ -50,6 +50,20 @@ class PlainRun:
     evaluated: dict[int, dict[int, float]] = field(default_factory=dict)
     # Per exported client: its manifest's numbers.
     finals: dict[int, dict[str, float]] = field(default_factory=dict)
+
+
+def train_plain_round(scenario: Scenario, policy: ClientPolicy, server: FederationServer, states: dict[int, ClientState],
+                      server_round: int) -> None:
+    """One round's training, in process: every sampled client's round in partition order, then the server's step;
+    each client's state is kept in ``states``."""
+    updates = []
+    for client in sample_clients(scenario.seed, scenario.num_clients, scenario.fraction_train, server_round, SAMPLE_TRAIN):
+        job = ClientJob(scenario, policy, client, server_round)
+        update, metrics, states[client] = train_round(job, server.download(client), states.get(client))
+        updates.append((float(metrics["num-examples"]), decode(update, server.current)))
+        roles = states[client].roles
+        server.joined(client, roles.personalized() if roles is not None else ())
+    server.aggregate(updates)
 
 
 def _check(scenario: Scenario) -> None:
@@ -84,14 +98,7 @@ def run_plain(scenario: Scenario, policy: ClientPolicy, run_dir: Path, threads: 
     for server_round in range(1, scenario.num_server_rounds + 1):
         report(f"round {server_round}")
         started = time.perf_counter()
-        updates = []
-        for client in sample_clients(scenario.seed, scenario.num_clients, scenario.fraction_train, server_round, SAMPLE_TRAIN):
-            job = ClientJob(scenario, policy, client, server_round)
-            update, metrics, states[client] = train_round(job, server.download(client), states.get(client))
-            updates.append((float(metrics["num-examples"]), decode(update, server.current)))
-            roles = states[client].roles
-            server.joined(client, roles.personalized() if roles is not None else ())
-        server.aggregate(updates)
+        train_plain_round(scenario, policy, server, states, server_round)
         run.evaluated[server_round] = {}
         if scenario.fraction_evaluate > 0:
             for client in sample_clients(scenario.seed, scenario.num_clients, scenario.fraction_evaluate, server_round,
