@@ -175,8 +175,10 @@ def federated_check(check: str, args: argparse.Namespace) -> str:
         lines.append(f"Verdict: FedAvg within {args.margin:g} points of centralized training {verdict} "
                      f"(the interval's low end {100 * difference.low:+.1f}).")
     else:
-        side = "above" if difference.low > 0 else "below" if difference.high < 0 else "not resolved against"
-        lines.append(f"Verdict: the global model ends {side} its base.")
+        verdicts = {"above": "the global model ends above its base", "below": "the global model ends below its base",
+                    "neither": "the global model's difference from its base is not resolved"}
+        side = "above" if difference.low > 0 else "below" if difference.high < 0 else "neither"
+        lines.append(f"Verdict: {verdicts[side]}.")
     lines.append(f"({time.perf_counter() - started:.0f} s for this check, runs reused where present)")
     return "\n".join(lines)
 
