@@ -39,11 +39,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("benches", type=Path, nargs="+", help="bench directories, one per prob")
     parser.add_argument("--figure", type=Path, help="where to save the accuracy-against-compression figure (PNG)")
     args = parser.parse_args(argv)
-    rows, curves = [], {ROLES: [], UNIFORM: []}
+    rows, curves, probs = [], {ROLES: [], UNIFORM: []}, []
     try:
         for bench in args.benches:
             runs = find_runs([bench / ROLES, bench / UNIFORM])
             prob = float(runs[0].payload["scenario"]["prob"])
+            probs.append(f"{prob:g}")
             metric = comparison_metric(runs)
             figures = {row.strategy: row for row in strategy_figures(runs, metric)}
             difference = next(row.difference for row in paired_differences(runs, metric, (UNIFORM,)) if row.strategy == ROLES)
@@ -75,7 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                           marker="o", capsize=3, label="FedHEI (roles)" if name == ROLES else "uniform pruning, no roles")
         axis.set_xlabel("parameters removed (%)")
         axis.set_ylabel(f"mean client accuracy (%, {metric})")
-        axis.set_title("accuracy against compression, prob 0.3 / 0.5 / 0.7")
+        axis.set_title(f"accuracy against compression, prob {' / '.join(probs)}")
         axis.grid(alpha=0.3)
         axis.legend()
         atomic.write_with(args.figure, lambda tmp: figure.savefig(tmp, format="png", dpi=120, bbox_inches="tight"), suffix=".png")
