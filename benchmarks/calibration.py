@@ -35,17 +35,17 @@ import torch
 
 from fedhei.config.scenario import Scenario
 from fedhei.data.cifar10 import Split, load_cifar10_cached
-from fedhei.data.partition import make_partition
 from fedhei.errors import FedheiError
 from fedhei.experiments.layout import seed_dir
 from fedhei.experiments.run import bench_command, load_scenario
+from fedhei.federation.client_round import pooled_training_data
 from fedhei.models.registry import create_model
 from fedhei.reporting.comparison import find_runs, paired_differences
 from fedhei.reporting.intervals import Interval, bootstrap
 from fedhei.reporting.results import RESULTS_FILE
 from fedhei.reporting.tables import stdout
 from fedhei.training.device import pick_device
-from fedhei.training.loops import TrainSettings, batches_for, correct_per_example, train
+from fedhei.training.loops import batches_for, correct_per_example, train
 from fedhei.training.optimizers import LrSchedule
 from fedhei.training.pretrain import starting_model
 from strategies.checkpoint import ServerCheckpoint
@@ -124,16 +124,11 @@ def centralized(scenario: Scenario, examples: float) -> dict[str, np.ndarray]:
     """The base trained on every client's shard pooled, for ``examples`` examples, with the clients' optimizer and rate."""
     if scenario.lr_schedule == LrSchedule.EXPONENTIAL:
         raise FedheiError("the centralized reference follows a constant or cosine rate; use lr-schedule constant or cosine")
-    data = load_cifar10_cached(scenario.data_source or None)
-    partition = make_partition(data.train.labels, data.test.labels, scenario.partition_spec())
-    pooled = np.sort(np.concatenate(partition.train_indices))
     model = create_model(scenario.model)
     model.load_state_dict({name: torch.from_numpy(value) for name, value in base_arrays(scenario).items()}, strict=False)
-    steps = max(1, round(examples / scenario.batch_size))
-    settings = TrainSettings(epochs=steps * scenario.batch_size / len(pooled) + 1, batch_size=scenario.batch_size, lr=scenario.lr,
-                             weight_decay=scenario.weight_decay, max_steps=steps, optimizer=scenario.client_optimizer,
-                             momentum=scenario.momentum, decay_in_call=scenario.lr_schedule == LrSchedule.COSINE)
-    train(model, batches_for(model, data.train, pooled), settings, seed=scenario.seed, device=pick_device(scenario.device))
+    settings = scenario.centralized_settings(max(1, round(examples / scenario.batch_size)),
+                                             decay_in_call=scenario.lr_schedule == LrSchedule.COSINE)
+    train(model, pooled_training_data(scenario, model), settings, seed=scenario.seed, device=pick_device(scenario.device))
     return {name: value.detach().cpu().numpy() for name, value in model.named_parameters()}
 
 
@@ -168,7 +163,7 @@ def federated_check(check: str, args: argparse.Namespace) -> str:
     for row in rows:
         lines.append(f"| {row.seed} | {pct(row.base)} | {pct(row.federated)} | "
                      f"{pct(row.reference) + ' | ' if iid else ''}{100 * (row.federated - row.reference):+.1f} |")
-    lines += ["", f"FedAvg - {reference}, over {len(rows)} seeds x {len(rows[0].differences):,} test images (95% interval, "
+    lines += ["", f"FedAvg - {reference}, over {len(rows)} seed{'s' if len(rows) != 1 else ''} x {len(rows[0].differences):,} test images (95% interval, "
               f"two-stage bootstrap): {points(difference)} points."]
     if iid:
         verdict = "holds" if difference.low > -args.margin / 100 else "fails"

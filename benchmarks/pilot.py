@@ -24,21 +24,19 @@ import sys
 import time
 from collections.abc import Sequence
 
-import numpy as np
 import torch
 
 from fedhei.cli.main import scenario_arguments
 from fedhei.config.scenario import Scenario
 from fedhei.data.cifar10 import load_cifar10_cached
-from fedhei.data.partition import make_partition
 from fedhei.errors import FedheiError
 from fedhei.experiments.plain import train_plain_round
 from fedhei.experiments.run import load_scenario
-from fedhei.federation.client_round import prepare
+from fedhei.federation.client_round import pooled_training_data, prepare
 from fedhei.federation.server import GLOBAL_ACCURACY, FederationServer, evaluate_global
 from fedhei.federation.state import ClientState
 from fedhei.models.adapters import adapter_for
-from fedhei.training.loops import TrainSettings, batches_for, train
+from fedhei.training.loops import train
 from fedhei.training.pretrain import base_model
 from strategies import resolve_strategy
 
@@ -74,19 +72,16 @@ def federated_curve(scenario: Scenario) -> list[tuple[int, float]]:
 
 def centralized_curve(scenario: Scenario, steps: int, every: int) -> list[tuple[int, float]]:
     """(step, test accuracy) of the base trained on every client's shard pooled, the rate held constant."""
-    data = load_cifar10_cached(scenario.data_source or None)
-    model = base_model(data, scenario.pretrain_spec(), scenario.base_model, scenario.device)
-    partition = make_partition(data.train.labels, data.test.labels, scenario.partition_spec())
-    pooled = batches_for(model, data.train, np.sort(np.concatenate(partition.train_indices)))
+    model = base_model(load_cifar10_cached(scenario.data_source or None), scenario.pretrain_spec(), scenario.base_model,
+                       scenario.device)
+    pooled = pooled_training_data(scenario, model)
 
     def accuracy() -> float:
         return evaluate_global(scenario, {name: value.detach().cpu().numpy() for name, value in model.named_parameters()})[
             GLOBAL_ACCURACY]
 
     curve = [(0, accuracy())]
-    settings = TrainSettings(epochs=1.0, batch_size=scenario.batch_size, lr=scenario.lr, weight_decay=scenario.weight_decay,
-                             max_steps=every, optimizer=scenario.client_optimizer, momentum=scenario.momentum,
-                             decay_in_call=False)
+    settings = scenario.centralized_settings(every, decay_in_call=False)
     for chunk in range(steps // every):
         train(model, pooled, settings, seed=chunk)
         curve.append(((chunk + 1) * every, accuracy()))

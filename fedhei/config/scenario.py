@@ -394,31 +394,24 @@ class Scenario:
         """The clients' learning rate in ``server_round``, on the federation's schedule."""
         return round_lr(self.lr, LrSchedule(self.lr_schedule), self.lr_decay, server_round, self.num_server_rounds)
 
+    def _client_training(self, epochs: float, lr: float, max_steps: int | None, decay_in_call: bool) -> TrainSettings:
+        """The clients' optimizer, weight decay and batch size, with one call's budget and rate."""
+        return TrainSettings(epochs=epochs, batch_size=self.batch_size, lr=lr, weight_decay=self.weight_decay,
+                             max_steps=max_steps, optimizer=self.client_optimizer, momentum=self.momentum,
+                             decay_in_call=decay_in_call)
+
     def train_settings(self, server_round: int) -> TrainSettings:
         """A client's training in ``server_round``: the round's rate, held through the call."""
-        return TrainSettings(
-            epochs=self.local_epochs,
-            batch_size=self.batch_size,
-            lr=self.round_lr(server_round),
-            weight_decay=self.weight_decay,
-            max_steps=self.max_local_steps or None,
-            optimizer=self.client_optimizer,
-            momentum=self.momentum,
-            decay_in_call=False,
-        )
+        return self._client_training(self.local_epochs, self.round_lr(server_round), self.max_local_steps or None, False)
 
     def finetune_settings(self) -> TrainSettings:
         """The final local round before export: the same budget for every strategy, a cosine from lr to 0."""
-        return TrainSettings(
-            epochs=self.finetune_epochs,
-            batch_size=self.batch_size,
-            lr=self.lr,
-            weight_decay=self.weight_decay,
-            max_steps=self.finetune_steps or None,
-            optimizer=self.client_optimizer,
-            momentum=self.momentum,
-            decay_in_call=True,
-        )
+        return self._client_training(self.finetune_epochs, self.lr, self.finetune_steps or None, True)
+
+    def centralized_settings(self, steps: int, decay_in_call: bool) -> TrainSettings:
+        """Exactly ``steps`` steps of the clients' training at ``lr`` on data pooled from every client: the
+        centralized reference a federation is held against (each epoch takes at least one step)."""
+        return self._client_training(float(steps), self.lr, steps, decay_in_call)
 
     def server_settings(self) -> ServerSettings:
         return ServerSettings(

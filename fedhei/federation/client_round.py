@@ -127,6 +127,14 @@ def client_data(scenario: Scenario, client_id: int, model: nn.Module) -> ClientD
     )
 
 
+def pooled_training_data(scenario: Scenario, model: nn.Module) -> Batches:
+    """Every client's training shard in one set (the public slice left out): what centralized training on the
+    federation's own examples trains on."""
+    data = load_cifar10_cached(scenario.data_source or None)
+    partition = _partition(scenario.data_source, data.fingerprint, scenario.partition_spec())
+    return batches_for(model, data.train, np.sort(np.concatenate(partition.train_indices)))
+
+
 def merge(job: ClientJob, global_arrays: Arrays, state: ClientState | None) -> nn.Module:
     """The global model with this client's personal parameters restored and its masks applied.
 
