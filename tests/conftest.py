@@ -18,6 +18,16 @@ REPO = Path(__file__).resolve().parents[1]
 REAL_TARBALL = (REPO / _SHARED_TARBALL).resolve()
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``gpu`` skip with the reason where torch sees no CUDA device, so no test depends on a GPU."""
+    if torch.cuda.is_available():
+        return
+    no_gpu = pytest.mark.skip(reason="needs a CUDA GPU; torch.cuda.is_available() is False on this machine")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(no_gpu)
+
+
 @pytest.fixture(autouse=True, scope="session")
 def isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """Tests never read or write the user's ~/.cache/fedhei."""
