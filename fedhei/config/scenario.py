@@ -23,13 +23,13 @@ from fedhei.method.roles import RULES
 from fedhei.method.scoring import SENSING_DESIGNS, build_scorer, check_federated_scorer
 from fedhei.models.language import tokenizer_for
 from fedhei.models.registry import task_name
+from fedhei.models.tasks import LANGUAGE_MODELING
 from fedhei.training.device import check_device_name
 from fedhei.training.distill import DistillSettings
 from fedhei.training.loops import EVAL_PRECISIONS, TrainSettings
 from fedhei.training.optimizers import CLIENT_OPTIMIZERS, LrSchedule, ServerOptimizer, ServerSettings, round_lr
 from fedhei.training.pretrain import HUB, PretrainSpec
 from fedhei.training.recipes import RECIPES
-from fedhei.training.tasks import LANGUAGE_MODELING
 
 # When each client's model is also measured on the whole test set, weighted by its label proportions.
 WEIGHTED_EVAL_CHOICES = ("final", "every-round", "off")

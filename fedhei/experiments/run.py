@@ -27,13 +27,13 @@ from fedhei.data.cifar10 import load_cifar10_cached
 from fedhei.data.partition import make_partition
 from fedhei.errors import FedheiError, RunFailed
 from fedhei.experiments.layout import seed_runs
+from fedhei.models.tasks import PERPLEXITY
 from fedhei.reporting.comparison import load_run
 from fedhei.reporting.progress import ProgressDisplay, console
 from fedhei.reporting.report import BENCH_FILE, REPORT_FILE, write_bench, write_comparison
 from fedhei.reporting.results import COMPLETE, FINAL_ROUND_NONE, RESULTS_FILE, WEIGHTED_ACCURACY, human_bytes
 from fedhei.training.device import check_device_available, pick_device
 from fedhei.training.pretrain import starting_model
-from fedhei.training.tasks import PERPLEXITY
 
 # How long a run waits for the Ray head at ray-address to accept a connection before it refuses.
 RAY_HEAD_WAIT_S = 5.0

@@ -32,10 +32,10 @@ from fedhei.method.scoring import build_scorer
 from fedhei.models.adapters import adapter_for
 from fedhei.models.language import tokenizer_for
 from fedhei.models.registry import create_model, linear_layers
+from fedhei.models.tasks import PERPLEXITY, Batches
 from fedhei.training.device import pick_device
 from fedhei.training.label_weighted import weighted_metrics
 from fedhei.training.loops import TRAINED_EXAMPLES, apply_masks, batches_for, evaluate
-from fedhei.training.tasks import PERPLEXITY, Batches
 
 Arrays = dict[str, np.ndarray]
 

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from fedhei import __version__
-from fedhei.training.tasks import PERPLEXITY
+from fedhei.models.tasks import PERPLEXITY
 
 RESULTS_FILE = "results.json"
 TIMINGS_FILE = "timings.json"

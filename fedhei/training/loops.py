@@ -2,7 +2,7 @@
 
 The same ``train`` and ``evaluate`` serve image classification (:class:`ArrayBatches`
 over in-memory uint8 images) and language modelling (token batches from
-:mod:`fedhei.data.text`): the model's task (:mod:`fedhei.training.tasks`, chosen by
+:mod:`fedhei.data.text`): the model's task (:mod:`fedhei.models.tasks`, chosen by
 its architecture adapter) turns a batch into flat logits and labels.
 """
 
@@ -25,8 +25,8 @@ from fedhei.data.cifar10 import Split
 from fedhei.errors import FedheiError
 from fedhei.models.adapters import task_for
 from fedhei.models.registry import input_size
+from fedhei.models.tasks import Batches, Totals
 from fedhei.training.optimizers import ADAMW, CLIENT_OPTIMIZERS, SGD
-from fedhei.training.tasks import Batches, Totals
 
 MEAN = torch.tensor([0.4914, 0.4822, 0.4465]).view(1, 3, 1, 1)
 STD = torch.tensor([0.2470, 0.2435, 0.2616]).view(1, 3, 1, 1)

@@ -20,9 +20,9 @@ from fedhei.config.scenario import Scenario
 from fedhei.federation.policy import PLAIN, ClientPolicy
 from fedhei.federation.state import ClientState
 from fedhei.models.adapters import adapter_for
+from fedhei.models.tasks import Batches
 from fedhei.training.distill import DistillSettings, objective
 from fedhei.training.loops import Objective, TrainSettings, train
-from fedhei.training.tasks import Batches
 
 
 @dataclass(frozen=True)
