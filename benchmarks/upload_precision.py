@@ -18,9 +18,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from fedhei.cli.main import scenario_arguments
+from fedhei.config.precision import Precision
 from fedhei.experiments.layout import seed_runs
 from fedhei.experiments.run import load_scenario, plan_runs, run_batch
-from fedhei.federation.wire import Precision
 from fedhei.reporting.comparison import Run, comparison_metric, comparison_tables, load_run
 from fedhei.reporting.results import METRIC_NAMES
 

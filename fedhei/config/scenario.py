@@ -15,10 +15,10 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from fedhei.config.precision import Precision
 from fedhei.data.partition import PartitionKind, PartitionSpec
 from fedhei.data.text import TOPICS_SOURCE, TopicTextSpec
 from fedhei.errors import FedheiError
-from fedhei.federation.wire import Precision
 from fedhei.method.roles import RULES
 from fedhei.method.scoring import SENSING_DESIGNS, build_scorer, check_federated_scorer
 from fedhei.models.language import tokenizer_for
