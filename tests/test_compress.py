@@ -11,8 +11,7 @@ import torch
 
 from fedhei.cli import main
 from fedhei.method.scoring import SCORER_NAMES
-from fedhei.method.structured import load_structured
-from fedhei.models.checkpoints import save_checkpoint
+from fedhei.models.checkpoints import load_structured, save_checkpoint
 from fedhei.models.registry import create_model, linear_layers
 
 

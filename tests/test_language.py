@@ -31,9 +31,9 @@ from fedhei.federation.policy import ClientPolicy, Sharing, personal_parameters
 from fedhei.method.pruning import layer_ratios, magnitude_masks
 from fedhei.method.roles import classify
 from fedhei.method.scoring import build_scorer
-from fedhei.method.structured import load_structured, save_structured, structured_prune, structured_widths
+from fedhei.method.structured import structured_prune, structured_widths
 from fedhei.models.adapters import AttentionGroup, StructuredGroup, adapter_for
-from fedhei.models.checkpoints import load_checkpoint, save_checkpoint
+from fedhei.models.checkpoints import load_checkpoint, load_structured, save_checkpoint, save_structured
 from fedhei.models.language import qwen2_config
 from fedhei.models.registry import count_parameters, create_model, linear_layers
 from fedhei.training.loops import TrainSettings, evaluate, train

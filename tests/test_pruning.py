@@ -15,15 +15,9 @@ from fedhei.data.cifar10 import make_synthetic
 from fedhei.errors import FedheiError
 from fedhei.method.pruning import compression, cubic_ratio, layer_ratios, magnitude_masks, prune_with_schedule
 from fedhei.method.roles import RoleMap, random_roles, uniform_roles
-from fedhei.method.structured import (
-    load_structured,
-    save_structured,
-    structured_prune,
-    structured_widths,
-    structured_with_schedule,
-)
+from fedhei.method.structured import structured_prune, structured_widths, structured_with_schedule
 from fedhei.models.adapters import StructuredGroup
-from fedhei.models.checkpoints import save_checkpoint
+from fedhei.models.checkpoints import load_structured, save_checkpoint, save_structured
 from fedhei.models.registry import count_parameters, create_model, linear_layers
 from fedhei.training.loops import TrainSettings, batches_for, train
 

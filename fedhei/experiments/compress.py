@@ -380,8 +380,8 @@ def _prune(config: Config, personal: Any, ratios: dict[str, float], recovery: _R
     import copy
 
     from fedhei.method.pruning import prune_with_schedule
-    from fedhei.method.structured import save_structured, structured_with_schedule
-    from fedhei.models.checkpoints import save_checkpoint
+    from fedhei.method.structured import structured_with_schedule
+    from fedhei.models.checkpoints import save_checkpoint, save_structured
 
     record: list[float] = []
     metadata = {"model": model_name, "config": config.key}
