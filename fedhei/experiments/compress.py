@@ -408,7 +408,7 @@ def main(args: argparse.Namespace) -> int:
     from fedhei.method.roles import classify, random_roles, uniform_roles
     from fedhei.method.scoring import FEDERATED_SCORERS, build_scorer
     from fedhei.models.registry import count_parameters
-    from fedhei.reporting.progress import progress_bar
+    from fedhei.terminal import progress_bar
     from fedhei.training.device import pick_device
     from fedhei.training.loops import batches_for, evaluate
 

@@ -29,9 +29,10 @@ from fedhei.errors import FedheiError, RunFailed
 from fedhei.experiments.layout import seed_runs
 from fedhei.models.tasks import PERPLEXITY
 from fedhei.reporting.comparison import load_run
-from fedhei.reporting.progress import ProgressDisplay, console
+from fedhei.reporting.progress import ProgressDisplay
 from fedhei.reporting.report import BENCH_FILE, REPORT_FILE, write_bench, write_comparison
 from fedhei.reporting.results import COMPLETE, FINAL_ROUND_NONE, RESULTS_FILE, WEIGHTED_ACCURACY, human_bytes
+from fedhei.terminal import console
 from fedhei.training.device import check_device_available, pick_device
 from fedhei.training.pretrain import starting_model
 

@@ -30,7 +30,7 @@ from fedhei.errors import FedheiError
 from fedhei.models import language
 from fedhei.models.checkpoints import load_checkpoint, read_metadata, save_checkpoint
 from fedhei.models.registry import create_model, resolve_model_name
-from fedhei.reporting.progress import progress_bar
+from fedhei.terminal import progress_bar
 from fedhei.training.device import pick_device
 from fedhei.training.loops import batches_for, evaluate
 from fedhei.training.recipes import RECIPES, Recipe, Schedule, train_with_recipe
