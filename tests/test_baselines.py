@@ -105,7 +105,7 @@ def ala_rounds(base_arrays: Arrays) -> tuple[Arrays, object]:
 def _ala_work(scenario: Scenario, global_arrays: Arrays, state) -> LocalTraining:
     job = ClientJob(scenario, FEDALA, 0, 2)
     model = merge(job, global_arrays, state)
-    return LocalTraining(scenario, FEDALA, job.seed, scenario.train_settings(job.server_round), model,
+    return LocalTraining(scenario, FEDALA.head_epochs, job.seed, scenario.train_settings(job.server_round), model,
                          client_data(scenario, 0, model).train, {}, state)
 
 

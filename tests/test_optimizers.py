@@ -135,7 +135,7 @@ def test_fedreps_two_phases_together_take_at_most_the_budget(monkeypatch: pytest
     job = ClientJob(scenario, FedRep.policy, 0, 1)
     model = merge(job, {name: value.detach().numpy() for name, value in create_model("vit-micro").named_parameters()}, None)
     data = client_data(scenario, 0, model).train
-    work = LocalTraining(scenario, FedRep.policy, job.seed, scenario.train_settings(1), model, data, {}, None)
+    work = LocalTraining(scenario, FedRep.policy.head_epochs, job.seed, scenario.train_settings(1), model, data, {}, None)
     algorithm_for(FedRep.policy.algorithm).train(work)
     assert len(steps) == 6, steps
 

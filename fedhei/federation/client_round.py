@@ -230,7 +230,7 @@ def local_round(job: ClientJob, global_arrays: Arrays, state: ClientState | None
     algorithm = algorithm_for(job.policy.algorithm)
     teacher = copy.deepcopy(model) if job.complete_schedule and job.scenario.distill and masks else None
     settings = job.scenario.finetune_settings() if job.complete_schedule else job.scenario.train_settings(job.server_round)
-    work = LocalTraining(job.scenario, job.policy, job.seed, settings, model, data.train, masks, state, teacher)
+    work = LocalTraining(job.scenario, job.policy.head_epochs, job.seed, settings, model, data.train, masks, state, teacher)
     trained = algorithm.finetune(work) if job.complete_schedule else algorithm.train(work)
     metrics = dict(trained.metrics)
     personalized = roles.personalized() if roles is not None else []
