@@ -26,7 +26,7 @@ from fedhei.config.scenario import Scenario, parse_override
 from fedhei.data.cifar10 import load_cifar10_cached
 from fedhei.data.partition import make_partition
 from fedhei.errors import FedheiError, RunFailed
-from fedhei.experiments.layout import seed_runs
+from fedhei.experiments.layout import seed_runs, state_root
 from fedhei.models.tasks import PERPLEXITY
 from fedhei.reporting.comparison import load_run
 from fedhei.reporting.progress import ProgressDisplay
@@ -120,7 +120,6 @@ def preflight(scenario: Scenario, run_dir: Path, resume: bool) -> None:
     """Every check a run can make before its simulation starts; writes nothing of the run."""
     from strategies import resolve_strategy
     from strategies.checkpoint import ServerCheckpoint
-    from strategies.server_app import state_root
 
     resolve_strategy(scenario.strategy)
     check_device_available(scenario.device)
