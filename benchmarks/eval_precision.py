@@ -34,11 +34,10 @@ from torch import nn
 
 from fedhei import seeding
 from fedhei.cli.main import scenario_arguments
-from fedhei.config.scenario import Scenario
+from fedhei.config.scenario import Scenario, load_scenario
 from fedhei.data.cifar10 import Cifar10, load_cifar10_cached
 from fedhei.data.partition import make_partition
 from fedhei.errors import FedheiError
-from fedhei.experiments.run import load_scenario
 from fedhei.reporting.intervals import Interval, bootstrap
 from fedhei.reporting.tables import stdout
 from fedhei.training.device import pick_device

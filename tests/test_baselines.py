@@ -15,7 +15,6 @@ from clients.state import DiskStateStore
 from fedhei.config.scenario import Scenario
 from fedhei.data.cifar10 import load_cifar10_cached
 from fedhei.errors import FedheiError
-from fedhei.experiments.run import BENCH_STRATEGIES, bench_command
 from fedhei.federation.algorithms import LocalTraining
 from fedhei.federation.algorithms.fedala import LOCAL, WEIGHTS, FedALATraining, blend, top_parameters
 from fedhei.federation.algorithms.fedbabu import initial_head
@@ -27,6 +26,7 @@ from fedhei.training.loops import evaluate
 from fedhei.training.pretrain import base_model
 from strategies import STRATEGIES
 from strategies.checkpoint import ServerCheckpoint
+from strategies.simulation import BENCH_STRATEGIES, bench_command
 
 SCENARIO = Scenario(data_source="synthetic", model="vit-micro", num_clients=3, dirichlet_alpha=1.0, batch_size=32,
                     max_local_steps=6, lr=5e-3)

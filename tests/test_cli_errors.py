@@ -21,11 +21,11 @@ from flwr.serverapp import Grid
 
 from fedhei.cli import main
 from fedhei.errors import FedheiError
-from fedhei.experiments.run import RAY_HEAD_WAIT_S
 from fedhei.models.checkpoints import save_checkpoint
 from fedhei.models.registry import create_model
 from strategies.checkpoint import ServerCheckpoint
 from strategies.server_app import app as server_app
+from strategies.simulation import RAY_HEAD_WAIT_S
 
 SCENARIO = """
 name = "bad"

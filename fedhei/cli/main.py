@@ -152,14 +152,14 @@ def _bench_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from fedhei.experiments.run import run_command
+    from strategies.simulation import run_command
 
     return run_command(args.scenario, args.overrides, args.strategies, args.out, args.data, args.resume,
                        verbose=args.verbose, quiet=args.quiet, seeds=args.seeds, overwrite=args.overwrite)
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from fedhei.experiments.run import bench_command
+    from strategies.simulation import bench_command
 
     return bench_command(args.scenario, args.overrides, args.strategies, args.out, args.data,
                          verbose=args.verbose, quiet=args.quiet, seeds=args.seeds, resume=args.resume, overwrite=args.overwrite)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -434,6 +434,14 @@ def parse_override(text: str) -> tuple[str, Any]:
     except tomllib.TOMLDecodeError:
         value = raw
     return key.strip(), value
+
+
+def load_scenario(path: Path, overrides: Sequence[str], data: str = "") -> Scenario:
+    """A scenario file with the command line's ``--set`` overrides and ``--data`` source on top."""
+    values = dict(parse_override(text) for text in overrides)
+    if data:
+        values["data-source"] = data
+    return Scenario.from_toml(path, values)
 
 
 def _parse_list(key: str, text: str, kind: type) -> tuple[Any, ...]:

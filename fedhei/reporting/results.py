@@ -179,6 +179,48 @@ def human_bytes(count: float) -> str:
     return f"{count:.2f} GB"
 
 
+def summary_line(payload: dict[str, Any], baseline_up: float | None = None, label: str = "") -> str:
+    """A finished run in one line: its accuracy, compression and upload (against FedAvg's when given), and failures."""
+    summary = payload["summary"]
+    line = (f"{label or payload['strategy']}: {_accuracy_text(summary)}, compression {100 * summary['compression-mean']:.1f}%, "
+            f"upload {human_bytes(summary['bytes-up-per-round'])}/round")
+    if baseline_up:
+        line += f" ({100 * summary['bytes-up-per-round'] / baseline_up:.0f}% of FedAvg's)"
+    failures = payload["failures"]
+    if failures["total"]:
+        line += f"; {failures['total']} client failures ({', '.join(f'{k} {v}' for k, v in failures['by-kind'].items())})"
+    return line
+
+
+def global_verdict(payload: dict[str, Any]) -> str:
+    """Whether the shared model ended above or below the base it started from, or "" when not measured."""
+    summary = payload["summary"]
+    if "global-accuracy-final" not in summary:
+        return ""
+    final, base = summary["global-accuracy-final"], summary["global-accuracy-base"]
+    side = "above" if final > base else "below" if final < base else "level with"
+    return (f"global model: {100 * final:.1f}% on the whole test set after round {payload['global-curve'][-1]['round']}, "
+            f"{side} its base ({100 * base:.1f}%, {100 * (final - base):+.1f} points)")
+
+
+def _accuracy_text(summary: dict[str, float]) -> str:
+    """Perplexity and next-token accuracy for text; for images, the label-weighted full-test-set figures
+    when measured, with the sampled splits' mean beside them."""
+    def pct(key: str) -> str:
+        return f"{100 * summary.get(key, float('nan')):.1f}%"
+
+    if f"{PERPLEXITY}-mean" in summary:
+        return (f"mean client perplexity {summary[f'{PERPLEXITY}-mean']:.2f} (worst decile "
+                f"{summary[f'{PERPLEXITY}-worst-decile']:.2f}), next-token accuracy {pct('accuracy-mean')} "
+                f"(worst decile {pct('accuracy-worst-decile')}) on the clients' own test text")
+    if f"{WEIGHTED_ACCURACY}-mean" in summary:
+        return (f"mean client accuracy {pct('accuracy-weighted-mean')} (worst decile {pct('accuracy-weighted-worst-decile')}, "
+                f"majority-class rate {pct('majority-class-rate-weighted-mean')}) on the label-weighted full test set, "
+                f"{pct('accuracy-mean')} on the clients' own test splits")
+    return (f"mean client accuracy {pct('accuracy-mean')} (worst decile {pct('accuracy-worst-decile')}, "
+            f"majority-class rate {pct('majority-class-rate-mean')})")
+
+
 def is_text_run(payload: Mapping[str, Any]) -> bool:
     """A language model's run: its clients hold topic text, not labelled images."""
     return "topics" in (payload.get("partition") or {})
