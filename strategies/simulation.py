@@ -38,15 +38,12 @@ from fedhei.reporting.results import COMPLETE, FINAL_ROUND_NONE, RESULTS_FILE, g
 from fedhei.terminal import console
 from fedhei.training.device import check_device_available, pick_device
 from fedhei.training.pretrain import starting_model
-from strategies import resolve_strategy
+from strategies import STRATEGIES, resolve_strategy
 from strategies.checkpoint import CHECKPOINT_FILE, ServerCheckpoint
 from strategies.server_app import RunJob, earlier_run, server_app_for
 
 # How long a run waits for the Ray head at ray-address to accept a connection before it refuses.
 RAY_HEAD_WAIT_S = 5.0
-# Every strategy a bench compares, in the order of its table.
-BENCH_STRATEGIES = ("fedhei", "fedhei-uniform", "fedavg", "fedavg-ft", "fedper", "fedrep", "lg-fedavg", "local", "ditto",
-                    "fedala", "fedbabu")
 
 
 def backend_config(scenario: Scenario, verbose: bool) -> dict[str, Any]:
@@ -304,14 +301,15 @@ def run_command(path: Path, overrides: Sequence[str], strategies: Sequence[str],
 def bench_command(path: Path, overrides: Sequence[str], strategies: Sequence[str], out: Path | None, data: str = "",
                   verbose: bool = False, quiet: bool = False, seeds: str = "", resume: Path | None = None,
                   overwrite: bool = False) -> int:
-    """Every strategy on the same scenario, each seed's data and sampled clients shared by all; one comparison.
+    """Every strategy on the same scenario (all built-in ones, in the registry's order, unless named), each seed's
+    data and sampled clients shared by all; one comparison.
 
     Runs go seed by seed (every strategy of seed 0, then of seed 1, ...), so a bench
     stopped early holds whole seeds; ``resume`` continues it in its directory.
     """
     overrides = [*overrides, f"seeds={seeds}"] if seeds else list(overrides)
     scenario = load_scenario(path, overrides, data)
-    names = list(strategies) or list(BENCH_STRATEGIES)
+    names = list(strategies) or list(STRATEGIES)
     for name in [*names, *scenario.references()]:
         resolve_strategy(name)
     bench_dir = resume or out or Path(scenario.out_dir) / scenario.name / "bench"

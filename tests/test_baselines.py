@@ -26,7 +26,7 @@ from fedhei.training.loops import evaluate
 from fedhei.training.pretrain import base_model
 from strategies import STRATEGIES
 from strategies.checkpoint import ServerCheckpoint
-from strategies.simulation import BENCH_STRATEGIES, bench_command
+from strategies.simulation import bench_command
 
 SCENARIO = Scenario(data_source="synthetic", model="vit-micro", num_clients=3, dirichlet_alpha=1.0, batch_size=32,
                     max_local_steps=6, lr=5e-3)
@@ -232,7 +232,7 @@ def _exported(run_dir: Path, client: int) -> dict[str, torch.Tensor]:
 
 def test_bench_runs_the_three_baselines_with_a_row_each(bench) -> None:
     bench_dir, _ = bench
-    assert set(NEW) <= set(BENCH_STRATEGIES)
+    assert set(NEW) <= set(STRATEGIES)
     rows = [line.split(" | ")[0].strip("| ") for line in (bench_dir / "bench.md").read_text().splitlines()]
     assert [row for row in rows if row in NEW] == list(NEW)
     for name in NEW:
