@@ -14,6 +14,7 @@ import numpy as np
 
 from fedhei import __version__
 from fedhei.models.tasks import PERPLEXITY
+from fedhei.reporting.intervals import worst_decile
 
 RESULTS_FILE = "results.json"
 TIMINGS_FILE = "timings.json"
@@ -123,7 +124,7 @@ def summarize(rounds: Sequence[Mapping[str, Any]], clients: Sequence[Mapping[str
                 {
                     f"{key}-mean": float(accuracies.mean()),
                     f"{key}-median": float(np.median(accuracies)),
-                    f"{key}-worst-decile": float(np.percentile(accuracies, 10)),
+                    f"{key}-worst-decile": float(worst_decile(accuracies)),
                 }
             )
     summary.update(perplexity_summary(clients))
@@ -150,7 +151,7 @@ def perplexity_summary(rows: Sequence[Mapping[str, Any]]) -> dict[str, float]:
         return {}
     values = np.array([float(row[PERPLEXITY]) for row in rows], dtype=np.float64)
     return {f"{PERPLEXITY}-mean": float(values.mean()), f"{PERPLEXITY}-median": float(np.median(values)),
-            f"{PERPLEXITY}-worst-decile": float(np.percentile(values, 90))}
+            f"{PERPLEXITY}-worst-decile": float(worst_decile(values, lower_is_better=True))}
 
 
 def headline_metric(clients: Sequence[Mapping[str, Any]]) -> str:
