@@ -20,11 +20,11 @@ from fedhei.config.scenario import Scenario
 from fedhei.federation.state import ClientState
 from fedhei.models.adapters import adapter_for
 from fedhei.models.tasks import Batches
+from fedhei.training.distill import DistillSettings, objective
+from fedhei.training.loops import Objective, TrainSettings, train
 
 # The name of plain local training, the algorithm a policy names when it names none.
 PLAIN = "plain"
-from fedhei.training.distill import DistillSettings, objective
-from fedhei.training.loops import Objective, TrainSettings, train
 
 
 @dataclass(frozen=True)
