@@ -187,15 +187,24 @@ COMMANDS: dict[str, Command] = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The whole command line, or with ``only`` the arguments of that one command alone (none for ""): the
+    scenario flags of data, pretrain and compress import the scenario (torch and all), which no other command
+    nor ``fedhei --help`` should wait for."""
     parser = argparse.ArgumentParser(prog="fedhei", description="Federated personalization by layer roles and pruning.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     commands = parser.add_subparsers(dest="command", required=True)
     for name, command in COMMANDS.items():
         sub = commands.add_parser(name, help=command.help, description=command.help)
-        command.add_arguments(sub)
+        if only in (None, name):
+            command.add_arguments(sub)
         sub.set_defaults(handler=command.run)
     return parser
+
+
+def _command_named(argv: Sequence[str]) -> str:
+    """The command in ``argv``: its first word that is not an option ("" for none)."""
+    return next((argument for argument in argv if not argument.startswith("-")), "")
 
 
 def _one_line(error: Exception) -> str:
@@ -204,7 +213,8 @@ def _one_line(error: Exception) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(_command_named(argv)).parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         return args.handler(args)
