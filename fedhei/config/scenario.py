@@ -129,9 +129,8 @@ class Scenario:
     prob: float = setting(0.5, "Pruning ratio of generic layers, and the ratio at which scorers randomly perturb a layer.",
                           at_least=0, below=1)
     personal_factor: float = setting(0.5, "Personalized layers are pruned at prob times this.", at_least=0, at_most=1)
-    scorer: str = setting("sensing", "How each layer's sensitivity is measured (the fused scorers of fedhei compress need "
-                                     "other users' scores, which a federated client never sees).",
-                          choices=FEDERATED_SCORERS)
+    scorer: str = setting("sensing", "How each layer's sensitivity is measured, from the client's own model and data "
+                                     "alone.", choices=FEDERATED_SCORERS)
     signal: str = setting("loss", "What a perturbation is measured on: loss, or entropy (mean predictive entropy).",
                           choices=tuple(SIGNALS))
     sensing_measurements: float = setting(0.3, "Sensing budget: a fraction of the layer count in (0, 1], or a count above 1.",

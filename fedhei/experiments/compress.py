@@ -9,6 +9,10 @@ ones fitted on other clients, HEI's) is compared on the same model: forward
 passes, agreement of its roles with the exhaustive roles, and accuracy right
 after pruning with its roles. Prints two tables and writes every figure to a JSON file.
 
+Its settings are read once into a :class:`CompressConfig`: the :class:`Scenario`
+that its key-named flags give (defaults, help and checks are the scenario's), and
+the few options only compress has.
+
 Heavy imports live inside the functions: the parser is built for every command.
 """
 
@@ -125,6 +129,7 @@ class CompressConfig:
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> CompressConfig:
+        """Read the parsed arguments once: the scenario's flags through its own parser and checks, the rest as given."""
         from fedhei.config.flags import scenario_from_flags
         from fedhei.method.scoring import SCORER_NAMES
 
