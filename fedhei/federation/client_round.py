@@ -183,14 +183,7 @@ def _roles(job: ClientJob, model: nn.Module, data: ClientData, state: ClientStat
         assert state is not None and state.roles is not None
         return RoleDecision(state.roles, 0, scored=False)
     scenario = job.scenario
-    scorer = build_scorer(
-        scenario.scorer,
-        signal=scenario.signal,
-        prob=scenario.prob,
-        measurements=scenario.sensing_measurements,
-        solver=scenario.sensing_solver,
-        design=scenario.sensing_design,
-    )
+    scorer = build_scorer(scenario.scorer, scenario.scorer_settings())
     calibration = list(islice(data.train.batches(scenario.batch_size, shuffle=True, seed=job.seed), scenario.calibration_batches))
     scores = scorer(model, calibration, seed=job.seed)
     return RoleDecision(classify(scores, scenario.role_rule, scenario.role_threshold), scores.forward_passes, scored=True)

@@ -20,7 +20,7 @@ from fedhei.config.scenario import Scenario
 from fedhei.federation.state import ClientState
 from fedhei.models.adapters import adapter_for
 from fedhei.models.tasks import Batches
-from fedhei.training.distill import DistillSettings, objective
+from fedhei.training.distill import objective
 from fedhei.training.loops import Objective, TrainSettings, train
 
 # The name of plain local training, the algorithm a policy names when it names none.
@@ -62,8 +62,7 @@ class LocalTraining:
         """Distillation from the teacher when there is one; else the task's own loss."""
         if self.teacher is None:
             return None
-        settings = DistillSettings(temperature=self.scenario.distill_temperature, alpha=self.scenario.distill_alpha)
-        return objective(self.teacher, settings)
+        return objective(self.teacher, self.scenario.distill_settings())
 
 
 @dataclass(frozen=True)
