@@ -37,11 +37,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fedhei.config.scenario import Scenario
+from fedhei.config.scenario import Scenario, load_scenario
 from fedhei.data.cifar10 import Split, load_cifar10_cached
 from fedhei.errors import FedheiError
 from fedhei.experiments.layout import seed_dir
-from fedhei.experiments.run import bench_command, load_scenario
 from fedhei.federation.client_round import pooled_training_data
 from fedhei.models.registry import create_model
 from fedhei.reporting.comparison import find_runs, paired_differences
@@ -53,6 +52,7 @@ from fedhei.training.loops import batches_for, correct_per_example, train
 from fedhei.training.optimizers import ADAMW, CLIENT_OPTIMIZERS, LrSchedule
 from fedhei.training.pretrain import starting_model
 from strategies.checkpoint import ServerCheckpoint
+from strategies.simulation import bench_command
 
 SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios"
 CHECKS = {

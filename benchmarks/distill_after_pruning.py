@@ -8,7 +8,7 @@ user's configurations share its data, so they are not independent), and the
 interval is a t interval over users.
 
     OMP_NUM_THREADS=1 python benchmarks/distill_after_pruning.py --base base.safetensors \\
-        --users 3,10,15 --seeds 0,1 -- --prob 0.5,0.7 --steps 1 --structured
+        --users 3,10,15 --seeds 0,1 -- --prob 0.5,0.7 --pruning-steps 1 --structured
 
 Everything after ``--`` goes to every ``fedhei compress`` call unchanged.
 """

@@ -25,7 +25,7 @@ import copy
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -34,11 +34,10 @@ from torch import nn
 
 from fedhei import seeding
 from fedhei.cli.main import scenario_arguments
-from fedhei.config.scenario import Scenario
+from fedhei.config.scenario import Scenario, load_scenario
 from fedhei.data.cifar10 import Cifar10, load_cifar10_cached
 from fedhei.data.partition import make_partition
 from fedhei.errors import FedheiError
-from fedhei.experiments.run import load_scenario
 from fedhei.reporting.intervals import Interval, bootstrap
 from fedhei.reporting.tables import stdout
 from fedhei.training.device import pick_device
@@ -46,7 +45,6 @@ from fedhei.training.loops import (
     BFLOAT16,
     EVAL_PRECISIONS,
     FLOAT32,
-    TrainSettings,
     batches_for,
     correct_per_example,
     eval_precision,
@@ -91,9 +89,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def personalized(base: nn.Module, scenario: Scenario, data: Cifar10, shard: np.ndarray, client: int, steps: int) -> nn.Module:
     """The base fine-tuned for ``steps`` steps on this client's shard, with the scenario's optimizer and rate."""
     model = copy.deepcopy(base)
-    settings = TrainSettings(epochs=steps * scenario.batch_size / len(shard) + 1, batch_size=scenario.batch_size, lr=scenario.lr,
-                             weight_decay=scenario.weight_decay, max_steps=steps, optimizer=scenario.client_optimizer,
-                             momentum=scenario.momentum)
+    settings = replace(scenario.finetune_settings(), epochs=steps * scenario.batch_size / len(shard) + 1, max_steps=steps)
     train(model, batches_for(model, data.train, shard), settings, seed=seeding.seed_for(scenario.seed, "eval-precision", client))
     return model
 

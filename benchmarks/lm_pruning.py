@@ -17,6 +17,7 @@ import argparse
 import copy
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,8 @@ from rich.table import Table
 from torch import nn
 
 from fedhei import atomic
-from fedhei.data.text import TokenBatches, TopicTextSpec, client_batches, public_documents, token_sequences
+from fedhei.config.scenario import Scenario
+from fedhei.data.text import TOPICS, TokenBatches, TopicTextSpec, client_batches, public_documents, token_sequences
 from fedhei.method.pruning import compression, layer_ratios, magnitude_masks
 from fedhei.method.roles import RoleMap, classify, random_roles, uniform_roles
 from fedhei.method.scoring import build_scorer
@@ -37,6 +39,8 @@ from fedhei.models.registry import create_model, linear_layers, resolve_model_na
 from fedhei.reporting.tables import stdout
 from fedhei.training.loops import TrainSettings, apply_masks, evaluate, train
 
+# The scenario's settings where this benchmark has no flag of its own (scoring, personal factor, optimizer).
+DEFAULTS = Scenario()
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -63,7 +67,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def _settings(args: argparse.Namespace, epochs: float) -> TrainSettings:
-    return TrainSettings(epochs=epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=0.01)
+    """The scenario's fine-tuning (AdamW, a cosine within the call) with this benchmark's budget and rate."""
+    return replace(DEFAULTS.finetune_settings(), epochs=epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=0.01)
 
 
 def _prune(
@@ -89,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     name = resolve_model_name(args.model)
     tokenizer = tokenizer_for(name)
-    spec = TopicTextSpec(num_clients=args.clients, train_documents=args.documents,
+    spec = TopicTextSpec(num_clients=args.clients, num_topics=len(TOPICS), train_documents=args.documents,
                          test_documents=max(1, args.documents // 4), public_documents=args.public_documents, seed=args.seed)
     data = client_batches(spec, args.client, tokenizer, args.sequence_length)
     base = load_checkpoint(args.base, name) if args.base else create_model(name, seed=args.seed)
@@ -102,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     train(personal, data[0], _settings(args, args.finetune_epochs), seed=args.seed + 1)
     figures["personal"] = evaluate(personal, data[1])["perplexity"]
     calibration = list(data[0].batches(args.batch_size, shuffle=True, seed=args.seed))[: args.calibration_batches]
-    scores = build_scorer(args.scorer)(personal, calibration, seed=args.seed)
+    scores = build_scorer(args.scorer, DEFAULTS.scorer_settings())(personal, calibration, seed=args.seed)
     hei = classify(scores, "top-fraction", args.role_threshold)
     layers = [layer.name for layer in linear_layers(personal)]
     role_sets: list[tuple[str, list[RoleMap]]] = [
@@ -115,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     for prob in (float(part) for part in args.probs.split(",")):
         for structured in (False, True):
             for label, maps in role_sets:
-                runs = [_prune(personal, layer_ratios(roles, prob), structured, recover, data, args.seed + 2) for roles in maps]
+                runs = [_prune(personal, layer_ratios(roles, prob, DEFAULTS.personal_factor), structured, recover, data,
+                               args.seed + 2) for roles in maps]
                 rows.append({"prob": prob, "pruning": "structured" if structured else "masked", "roles": label,
                              **{key: [run[key] for run in runs] for key in runs[0]}})
     seconds = time.perf_counter() - started

@@ -27,11 +27,10 @@ from collections.abc import Sequence
 import torch
 
 from fedhei.cli.main import scenario_arguments
-from fedhei.config.scenario import Scenario
+from fedhei.config.scenario import Scenario, load_scenario
 from fedhei.data.cifar10 import load_cifar10_cached
 from fedhei.errors import FedheiError
 from fedhei.experiments.plain import train_plain_round
-from fedhei.experiments.run import load_scenario
 from fedhei.federation.client_round import pooled_training_data, prepare
 from fedhei.federation.server import GLOBAL_ACCURACY, FederationServer, evaluate_global
 from fedhei.federation.state import ClientState

@@ -1,7 +1,7 @@
 """The simulator's own cost: a scenario through ``fedhei run`` (Flower + Ray) and as a plain loop, side by side.
 
 Both sides run the same federation from the same seed: the simulation is
-``fedhei.experiments.run.run_scenario`` into a temporary run directory; the plain loop
+``strategies.simulation.run_scenario`` into a temporary run directory; the plain loop
 is ``fedhei.experiments.plain.run_plain`` (the same sampled clients, local rounds,
 masked aggregation, per-round evaluation and final export, no Flower, no Ray, one
 process, torch at ``--plain-threads``). Each side runs in a fresh child process, so
@@ -39,9 +39,8 @@ from rich.table import Table
 
 from fedhei import atomic
 from fedhei.cli.main import scenario_arguments
-from fedhei.config.scenario import Scenario
+from fedhei.config.scenario import Scenario, load_scenario
 from fedhei.errors import FedheiError
-from fedhei.experiments.run import load_scenario
 from fedhei.federation.sampling import SAMPLE_TRAIN, sample_clients
 from fedhei.reporting.results import TIMINGS_FILE, human_bytes
 from fedhei.reporting.tables import stdout
@@ -114,7 +113,7 @@ class TreeSampler:
 
 
 def _simulation(scenario: Scenario, folder: Path) -> dict[str, Any]:
-    from fedhei.experiments.run import run_scenario
+    from strategies.simulation import run_scenario
 
     run_dir = folder / "simulation"
     started = time.perf_counter()

@@ -23,7 +23,7 @@ import argparse
 import copy
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -34,16 +34,19 @@ from scipy.stats import spearmanr
 from torch import nn
 
 from fedhei import atomic
+from fedhei.config.scenario import Scenario
 from fedhei.data.cifar10 import load_cifar10, make_synthetic
-from fedhei.data.partition import PartitionSpec, make_partition
+from fedhei.data.partition import make_partition
 from fedhei.errors import FedheiError
 from fedhei.method.roles import agreement, classify, random_roles
 from fedhei.method.scoring import ExhaustiveScorer, FusedScorer, FusionExample, LayerScores, Scorer, SensingScorer, build_scorer
 from fedhei.method.scoring.fusion import layer_features
 from fedhei.reporting.tables import stdout
-from fedhei.training.loops import TrainSettings, batches_for, train
-from fedhei.training.pretrain import PretrainSpec, base_model
+from fedhei.training.loops import batches_for, train
+from fedhei.training.pretrain import base_model
 
+# The scenario's settings where this benchmark has no flag of its own (sensing solver, fine-tuning).
+DEFAULTS = Scenario()
 SINGLE_SIGNALS = ("magnitude", "weight-entropy", "fisher", "activation", "attention-entropy")
 
 
@@ -82,7 +85,8 @@ class Candidate:
 
 def candidates(args: argparse.Namespace, fusion: dict[int, list[FusionExample]]) -> list[Candidate]:
     def sensing(**settings: Any) -> Callable[[int], Scorer]:
-        return lambda client: SensingScorer(signal=args.signal, **{"prob": args.prob, **settings})
+        return lambda client: SensingScorer(**{"signal": args.signal, "prob": args.prob, "solver": DEFAULTS.sensing_solver,
+                                               **settings})
 
     rows = [
         Candidate("sensing, blocks, m = 0.3 L (default)", sensing(design="blocks", measurements=0.3)),
@@ -102,7 +106,7 @@ def candidates(args: argparse.Namespace, fusion: dict[int, list[FusionExample]])
             Candidate("  lever: blocks, 1 batch per measurement, m = 0.64 L",
                       sensing(design="blocks", measurements=0.64, rotate_batches=True)),
         ]
-    rows += [Candidate(name, lambda client, name=name: build_scorer(name)) for name in SINGLE_SIGNALS]
+    rows += [Candidate(name, lambda client, name=name: build_scorer(name, DEFAULTS.scorer_settings())) for name in SINGLE_SIGNALS]
     rows += [Candidate(f"fused-{regressor} (leave-one-client-out)",
                        lambda client, regressor=regressor: FusedScorer(regressor, tuple(fusion[client]), f"fused-{regressor}"))
              for regressor in ("linear", "forest")]
@@ -122,7 +126,8 @@ def personalize(base: nn.Module, data: Any, indices: np.ndarray, args: argparse.
     shard = batches_for(base, data.train, indices)
     model = copy.deepcopy(base)
     if args.finetune_epochs > 0:
-        train(model, shard, TrainSettings(epochs=args.finetune_epochs, batch_size=args.batch_size, lr=5e-4), seed=0)
+        settings = replace(DEFAULTS.finetune_settings(), epochs=args.finetune_epochs, batch_size=args.batch_size)
+        train(model, shard, settings, seed=0)
     return model, list(islice(shard.batches(args.batch_size, shuffle=True, seed=0), args.calibration_batches))
 
 
@@ -173,8 +178,10 @@ def main(argv: list[str] | None = None) -> int:
         data = load_cifar10(args.data or None)
     except FedheiError as error:
         data, note = make_synthetic(), f"no CIFAR-10 here ({error}); synthetic data instead"
-    partition = make_partition(data.train.labels, data.test.labels, PartitionSpec(num_clients=args.clients, alpha=args.alpha))
-    base = base_model(data, PretrainSpec(model=args.model, epochs=args.pretrain_epochs), checkpoint=args.base)
+    scenario = Scenario(model=args.model, pretrain_epochs=args.pretrain_epochs, num_clients=args.clients,
+                        dirichlet_alpha=args.alpha)
+    partition = make_partition(data.train.labels, data.test.labels, scenario.partition_spec())
+    base = base_model(data, scenario.pretrain_spec(), checkpoint=args.base)
     rules = [(rule, float(threshold)) for rule, threshold in (item.split(":") for item in args.rules.split(","))]
     reference = ExhaustiveScorer(signal=args.signal, prob=args.prob)
 

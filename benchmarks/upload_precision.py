@@ -1,6 +1,6 @@
 """What quantized uploads cost in accuracy: one scenario at float32 and at a lower ``upload-precision``, same seeds.
 
-Every run is a real simulation (``fedhei.experiments.run.run_batch``; the runs share one
+Every run is a real simulation (``strategies.simulation.run_batch``; the runs share one
 when client state is on disk). The two precisions train the same clients in the same
 rounds from the same seed streams, so the comparison is paired, client by client:
 the tables are fedhei's own comparison tables (``fedhei.reporting.comparison``), with
@@ -18,11 +18,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from fedhei.cli.main import scenario_arguments
+from fedhei.config.precision import Precision
+from fedhei.config.scenario import load_scenario
 from fedhei.experiments.layout import seed_runs
-from fedhei.experiments.run import load_scenario, plan_runs, run_batch
-from fedhei.federation.wire import Precision
 from fedhei.reporting.comparison import Run, comparison_metric, comparison_tables, load_run
 from fedhei.reporting.results import METRIC_NAMES
+from strategies.simulation import plan_runs, run_batch
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

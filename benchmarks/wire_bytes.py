@@ -26,8 +26,9 @@ from flwr.app import Array, ArrayRecord
 from rich.table import Table
 from torch import nn
 
+from fedhei.config.precision import Precision
 from fedhei.federation.policy import ClientPolicy, Pruning, Sharing, personal_parameters
-from fedhei.federation.wire import Precision, encode
+from fedhei.federation.wire import encode
 from fedhei.method.pruning import compression, cubic_ratio, layer_ratios, magnitude_masks
 from fedhei.method.roles import GENERIC, PERSONALIZED, RoleMap
 from fedhei.models.checkpoints import dense_file_bytes, save_sparse

@@ -21,6 +21,7 @@ from flwr.common.constant import ErrorCode
 
 from clients.state import StateStore, open_store
 from fedhei.config.scenario import Scenario
+from fedhei.experiments.layout import state_root
 from fedhei.federation.client_round import ClientJob, evaluate_round, prepare, train_round
 from fedhei.federation.export import finalize
 from fedhei.federation.faults import Fault, InjectedCrash, fault_for, hang_seconds
@@ -55,7 +56,7 @@ def _job(message: Message, context: Context) -> ClientJob:
 def _store(job: ClientJob, context: Context, message: Message) -> StateStore:
     """The client's state store; disk state sits under the run's token, so a fresh run never inherits it."""
     config = message.content["config"]
-    root = Path(job.scenario.state_dir) if job.scenario.state_dir else Path(str(config["run-dir"])) / "state"
+    root = state_root(job.scenario, Path(str(config["run-dir"])))
     return open_store(job.scenario.state_store, context, root / str(config["run-token"]), job.client_id)
 
 

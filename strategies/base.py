@@ -37,6 +37,7 @@ from fedhei.federation.sampling import SAMPLE_EVALUATE, SAMPLE_TRAIN, sample_cli
 from fedhei.federation.server import FederationServer, evaluate_global, measures_global_model
 from fedhei.federation.wire import DecodedTensor, UpdateError, decode, masked_average
 from fedhei.models.registry import head_parameter_names
+from fedhei.reporting.intervals import worst_decile
 from fedhei.reporting.progress import RoundLines, RoundObserver
 from fedhei.reporting.results import perplexity_summary
 from strategies.checkpoint import ServerCheckpoint
@@ -98,7 +99,7 @@ def accuracy_summary(accuracies: Iterable[float]) -> dict[str, float]:
     return {
         "accuracy-mean": float(values.mean()),
         "accuracy-median": float(np.median(values)),
-        "accuracy-worst-decile": float(np.percentile(values, 10)),
+        "accuracy-worst-decile": float(worst_decile(values)),
     }
 
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from fedhei.federation.policy import FEDREP, ClientPolicy, Sharing
+from fedhei.federation.algorithms.fedrep import FedRepTraining
+from fedhei.federation.policy import ClientPolicy, Sharing
 from strategies.base import PersonalizedStrategy
 
 
 class FedRep(PersonalizedStrategy):
     name = "fedrep"
-    policy = ClientPolicy(sharing=Sharing.BODY, algorithm=FEDREP, head_epochs=1.0)
+    policy = ClientPolicy(sharing=Sharing.BODY, algorithm=FedRepTraining.name, head_epochs=1.0)

@@ -28,7 +28,7 @@ from fedhei.config.scenario import Scenario
 from fedhei.data.cifar10 import CLASSES, load_cifar10_cached
 from fedhei.data.partition import make_partition
 from fedhei.errors import FedheiError, RunFailed
-from fedhei.experiments.layout import seed_runs
+from fedhei.experiments.layout import seed_runs, state_root
 from fedhei.reporting.comparison import load_run
 from fedhei.reporting.csvs import CLIENTS_CSV, ROUNDS_CSV
 from fedhei.reporting.figures import FIGURES_DIR
@@ -43,11 +43,6 @@ from strategies.directory import stop_waiting_when
 
 log = logging.getLogger(__name__)
 _TOKEN = re.compile(r"[0-9a-f]{32}")
-
-
-def state_root(scenario: Scenario, run_dir: Path) -> Path:
-    """Where the clients keep their state on disk: ``state-dir``, else the run directory's ``state/``."""
-    return Path(scenario.state_dir) if scenario.state_dir else run_dir / "state"
 
 
 def _fresh_run_dir(scenario: Scenario, run_dir: Path) -> None:

@@ -2,20 +2,35 @@
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 
+from fedhei.config.scenario import Scenario
 from fedhei.data.cifar10 import _SHARED_TARBALL
+from fedhei.method.scoring import ScorerSettings
+from fedhei.training.loops import TrainSettings
 
 REPO = Path(__file__).resolve().parents[1]
 REAL_TARBALL = (REPO / _SHARED_TARBALL).resolve()
+
+
+def train_settings(**changes: Any) -> TrainSettings:
+    """A default scenario's fine-tuning (its optimizer, a cosine within the call) with a test's own budget."""
+    return dataclasses.replace(Scenario().finetune_settings(), **changes)
+
+
+def scorer_settings(**changes: Any) -> ScorerSettings:
+    """A default scenario's scoring settings with a test's own changes."""
+    return dataclasses.replace(Scenario().scorer_settings(), **changes)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

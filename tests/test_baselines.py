@@ -15,7 +15,6 @@ from clients.state import DiskStateStore
 from fedhei.config.scenario import Scenario
 from fedhei.data.cifar10 import load_cifar10_cached
 from fedhei.errors import FedheiError
-from fedhei.experiments.run import BENCH_STRATEGIES, bench_command
 from fedhei.federation.algorithms import LocalTraining
 from fedhei.federation.algorithms.fedala import LOCAL, WEIGHTS, FedALATraining, blend, top_parameters
 from fedhei.federation.algorithms.fedbabu import initial_head
@@ -27,6 +26,7 @@ from fedhei.training.loops import evaluate
 from fedhei.training.pretrain import base_model
 from strategies import STRATEGIES
 from strategies.checkpoint import ServerCheckpoint
+from strategies.simulation import bench_command
 
 SCENARIO = Scenario(data_source="synthetic", model="vit-micro", num_clients=3, dirichlet_alpha=1.0, batch_size=32,
                     max_local_steps=6, lr=5e-3)
@@ -105,7 +105,7 @@ def ala_rounds(base_arrays: Arrays) -> tuple[Arrays, object]:
 def _ala_work(scenario: Scenario, global_arrays: Arrays, state) -> LocalTraining:
     job = ClientJob(scenario, FEDALA, 0, 2)
     model = merge(job, global_arrays, state)
-    return LocalTraining(scenario, FEDALA, job.seed, scenario.train_settings(job.server_round), model,
+    return LocalTraining(scenario, FEDALA.head_epochs, job.seed, scenario.train_settings(job.server_round), model,
                          client_data(scenario, 0, model).train, {}, state)
 
 
@@ -232,7 +232,7 @@ def _exported(run_dir: Path, client: int) -> dict[str, torch.Tensor]:
 
 def test_bench_runs_the_three_baselines_with_a_row_each(bench) -> None:
     bench_dir, _ = bench
-    assert set(NEW) <= set(BENCH_STRATEGIES)
+    assert set(NEW) <= set(STRATEGIES)
     rows = [line.split(" | ")[0].strip("| ") for line in (bench_dir / "bench.md").read_text().splitlines()]
     assert [row for row in rows if row in NEW] == list(NEW)
     for name in NEW:

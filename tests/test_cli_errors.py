@@ -21,11 +21,11 @@ from flwr.serverapp import Grid
 
 from fedhei.cli import main
 from fedhei.errors import FedheiError
-from fedhei.experiments.run import RAY_HEAD_WAIT_S
 from fedhei.models.checkpoints import save_checkpoint
 from fedhei.models.registry import create_model
 from strategies.checkpoint import ServerCheckpoint
 from strategies.server_app import app as server_app
+from strategies.simulation import RAY_HEAD_WAIT_S
 
 SCENARIO = """
 name = "bad"
@@ -75,7 +75,7 @@ CASES: dict[str, tuple[Callable[[dict[str, Path]], list[str]], str]] = {
     "unknown partition": (lambda f: _run(f, "--set", 'partition="random"'), "partition is 'random'"),
     "unknown model": (lambda f: _run(f, "--set", 'model="resnet18"'), "unknown model 'resnet18'"),
     "unknown strategy": (lambda f: _run(f, "--strategy", "fedprox-typo"), "unknown strategy 'fedprox-typo'"),
-    "unknown scorer (a worker used to fail)": (lambda f: _run(f, "--set", 'scorer="nope"'), "unknown scorer 'nope'"),
+    "unknown scorer (a worker used to fail)": (lambda f: _run(f, "--set", 'scorer="nope"'), "scorer is 'nope'; choose one of"),
     "sensing with prob 0 (a worker used to fail)": (lambda f: _run(f, "--set", "prob=0.0"), "needs a prob in (0, 1)"),
     "relative threshold 5 (every client used to crash)": (
         lambda f: _run(f, "--set", 'role-rule="relative"', "--set", "role-threshold=5.0"), "role-threshold is 5.0"),
@@ -102,8 +102,8 @@ CASES: dict[str, tuple[Callable[[dict[str, Path]], list[str]], str]] = {
     "resume with another scenario": (lambda f: ["run", str(f["scenario"]), "--resume", str(f["stale"])],
                                      "differs from the one this run was started with"),
     "unwritable data plot (the table used to print first)": (
-        lambda f: ["data", "--data", "synthetic", "--clients", "4", "--plot", str(f["root"] / "a-file" / "x.png")], "cannot write"),
-    "data plot into /sys": (lambda f: ["data", "--data", "synthetic", "--clients", "4", "--plot", "/sys/fedhei-plot.png"],
+        lambda f: ["data", "--data", "synthetic", "--num-clients", "4", "--plot", str(f["root"] / "a-file" / "x.png")], "cannot write"),
+    "data plot into /sys": (lambda f: ["data", "--data", "synthetic", "--num-clients", "4", "--plot", "/sys/fedhei-plot.png"],
                             "cannot write the label distribution plot /sys/fedhei-plot.png"),
     "binary scenario file (used to be a UnicodeDecodeError)": (lambda f: _run(f, scenario=str(f["root"] / "garbage.toml")),
                                                                "is not a text file"),

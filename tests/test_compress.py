@@ -11,8 +11,7 @@ import torch
 
 from fedhei.cli import main
 from fedhei.method.scoring import SCORER_NAMES
-from fedhei.method.structured import load_structured
-from fedhei.models.checkpoints import save_checkpoint
+from fedhei.models.checkpoints import load_structured, save_checkpoint
 from fedhei.models.registry import create_model, linear_layers
 
 
@@ -32,7 +31,7 @@ def compress(base: Path, out: Path, *extra: str) -> int:
 
 def test_compress_compares_hei_with_its_baselines(base: Path, tmp_path: Path) -> None:
     out, models = tmp_path / "results.json", tmp_path / "models"
-    assert compress(base, out, "--client", "1", "--prob", "0.3", "--prob", "0.6", "--steps", "2", "--structured",
+    assert compress(base, out, "--client", "1", "--prob", "0.3", "--prob", "0.6", "--pruning-steps", "2", "--structured",
                     "--save-models", str(models), "--fusion-clients", "2") == 0
     report = json.loads(out.read_text())
     rows = report["results"]
@@ -91,7 +90,7 @@ def test_compress_compares_hei_with_its_baselines(base: Path, tmp_path: Path) ->
 def test_compress_on_a_class_subset_with_another_scorer(base: Path, tmp_path: Path) -> None:
     out = tmp_path / "classes.json"
     assert compress(base, out, "--classes", "0,3,5", "--scorer", "fisher", "--role-rule", "relative",
-                    "--role-threshold", "0.5", "--steps", "2", "--no-one-shot",
+                    "--role-threshold", "0.5", "--pruning-steps", "2", "--no-one-shot",
                     "--compare-scorers", "fisher,attention-entropy", "--compare-recovery") == 0
     report = json.loads(out.read_text())
     assert report["user"]["description"] == "classes 0,3,5" and report["user"]["train"] == 300
@@ -104,12 +103,13 @@ def test_compress_on_a_class_subset_with_another_scorer(base: Path, tmp_path: Pa
 @pytest.mark.parametrize(
     ("arguments", "message"),
     [
-        (["--prob", "1.5"], "--prob"),
+        (["--prob", "1.5"], "prob is 1.5; it must be in [0, 1)"),
         (["--client", "99"], "--client"),
-        (["--scorer", "nope"], "unknown scorer"),
+        (["--scorer", "nope"], "scorer is 'nope'"),
         (["--compare-scorers", "magnitude,nope"], "unknown scorer 'nope'"),
         (["--compare-scorers", "fused-linear", "--fusion-clients", "0"], "--fusion-clients"),
-        (["--role-rule", "median"], "role rule"),
+        (["--role-rule", "median"], "role-rule is 'median'"),
+        (["--finetune-epochs", "0"], "finetune-epochs is 0.0; it must be > 0"),
         (["--classes", "4,12"], "--classes"),
     ],
 )

@@ -104,7 +104,7 @@ def test_missing_source_on_the_command_line_is_one_line_without_traceback(tmp_pa
 
 @pytest.mark.parametrize(
     ("arguments", "message"),
-    [(["--alpha", "0"], "dirichlet-alpha is 0.0"), (["--clients", "100000"], "num-clients is 100000")],
+    [(["--dirichlet-alpha", "0"], "dirichlet-alpha is 0.0"), (["--num-clients", "100000"], "num-clients is 100000")],
 )
 def test_bad_split_on_the_command_line_is_one_line(arguments: list[str], message: str, expect_one_line_error) -> None:
     expect_one_line_error("data", "--data", "synthetic", *arguments, message=message)

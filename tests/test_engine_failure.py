@@ -12,7 +12,7 @@ from flwr.server.superlink.fleet import vce
 
 from fedhei.config.scenario import Scenario
 from fedhei.errors import RunFailed
-from fedhei.experiments.run import run_scenario
+from strategies.simulation import run_scenario
 
 
 def test_an_engine_that_cannot_start_fails_the_run_in_one_line_without_a_lingering_thread(

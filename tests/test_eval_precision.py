@@ -9,6 +9,7 @@ from contextlib import contextmanager
 import numpy as np
 import pytest
 import torch
+from conftest import train_settings
 from torch import nn
 
 from fedhei import seeding
@@ -21,7 +22,7 @@ from fedhei.federation.policy import ClientPolicy, Pruning, Sharing
 from fedhei.federation.server import evaluate_global
 from fedhei.models.registry import create_model
 from fedhei.training.label_weighted import label_weighted_accuracy
-from fedhei.training.loops import BFLOAT16, FLOAT32, TrainSettings, batches_for, correct_per_example, evaluate, train
+from fedhei.training.loops import BFLOAT16, FLOAT32, batches_for, correct_per_example, evaluate, train
 
 # 400 test images: bfloat16 may flip a borderline image or two, not more than this share.
 TOLERANCE = 0.02
@@ -49,7 +50,7 @@ def trained() -> tuple[nn.Module, Cifar10]:
     data = make_synthetic(num_train=600, num_test=400)
     with seeding.torch_seeded(0, "test-model"):
         model = create_model("vit-micro")
-    train(model, batches_for(model, data.train), TrainSettings(epochs=1.0, batch_size=32, lr=2e-3), seed=1)
+    train(model, batches_for(model, data.train), train_settings(epochs=1.0, batch_size=32, lr=2e-3), seed=1)
     return model, data
 
 

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from fedhei.cli.main import main as fedhei_main
-from fedhei.experiments.run import bench_command
 from fedhei.reporting.comparison import comparison_metric, find_runs, paired_differences
+from strategies.simulation import bench_command
 
 TINY = """
 name = "tiny"

@@ -15,10 +15,10 @@ import pytest
 from flwr.app import ArrayRecord, Message, MetricRecord
 
 from fedhei.config.scenario import Scenario
-from fedhei.experiments.run import run_scenario
 from fedhei.federation.wire import MASK_SUFFIX, VALUES_SUFFIX
 from fedhei.models.checkpoints import load_state
 from strategies.fedhei import FedHEI
+from strategies.simulation import run_scenario
 
 
 class RecordingFedHEI(FedHEI):

@@ -17,10 +17,10 @@ from torch import nn
 from fedhei import seeding
 from fedhei.config.scenario import Scenario
 from fedhei.data.cifar10 import make_synthetic
-from fedhei.experiments.run import run_scenario
 from fedhei.models.registry import create_model
 from fedhei.training.loops import BFLOAT16, FLOAT32, TrainSettings, batches_for, evaluate, train
 from fedhei.training.optimizers import ADAMW, SGD
+from strategies.simulation import run_scenario
 
 pytestmark = pytest.mark.gpu
 

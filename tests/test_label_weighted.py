@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import train_settings
 
 from fedhei import seeding
 from fedhei.config.scenario import Scenario
@@ -16,7 +17,7 @@ from fedhei.federation.export import finalize
 from fedhei.federation.policy import ClientPolicy, Pruning, Sharing
 from fedhei.models.registry import create_model
 from fedhei.training.label_weighted import label_weighted_accuracy
-from fedhei.training.loops import TrainSettings, batches_for, train
+from fedhei.training.loops import batches_for, train
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +26,7 @@ def trained() -> tuple[torch.nn.Module, object]:
     data = make_synthetic(num_train=600, num_test=400)
     with seeding.torch_seeded(0, "test-model"):
         model = create_model("vit-micro")
-    train(model, batches_for(model, data.train), TrainSettings(epochs=1.0, batch_size=32, lr=2e-3), seed=1)
+    train(model, batches_for(model, data.train), train_settings(epochs=1.0, batch_size=32, lr=2e-3), seed=1)
     return model, data
 
 

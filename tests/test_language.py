@@ -12,12 +12,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import scorer_settings, train_settings
 from safetensors.torch import save_file
 from scipy.spatial.distance import jensenshannon
 from torch import nn
 
 from fedhei.config.scenario import Scenario
 from fedhei.data.text import (
+    TOPICS,
     ByteTokenizer,
     TopicTextSpec,
     checkpoint_tokenizer,
@@ -31,14 +33,14 @@ from fedhei.federation.policy import ClientPolicy, Sharing, personal_parameters
 from fedhei.method.pruning import layer_ratios, magnitude_masks
 from fedhei.method.roles import classify
 from fedhei.method.scoring import build_scorer
-from fedhei.method.structured import load_structured, save_structured, structured_prune, structured_widths
+from fedhei.method.structured import structured_prune, structured_widths
 from fedhei.models.adapters import AttentionGroup, StructuredGroup, adapter_for
-from fedhei.models.checkpoints import load_checkpoint, save_checkpoint
+from fedhei.models.checkpoints import load_checkpoint, load_structured, save_checkpoint, save_structured
 from fedhei.models.language import qwen2_config
 from fedhei.models.registry import count_parameters, create_model, linear_layers
-from fedhei.training.loops import TrainSettings, evaluate, train
+from fedhei.training.loops import evaluate, train
 
-SPEC = TopicTextSpec(num_clients=4, train_documents=60, test_documents=20, public_documents=0)
+SPEC = TopicTextSpec(num_clients=4, num_topics=len(TOPICS), train_documents=60, test_documents=20, public_documents=0, seed=0)
 SEQUENCE = 32
 
 
@@ -51,7 +53,7 @@ def batches() -> tuple:
 def trained(batches: tuple) -> nn.Module:
     """qwen2-micro after two epochs on client 0's topic: weights with structure, not only noise."""
     model = create_model("qwen2-micro")
-    train(model, batches[0], TrainSettings(epochs=2, batch_size=16, lr=3e-3), seed=0)
+    train(model, batches[0], train_settings(epochs=2, batch_size=16, lr=3e-3), seed=0)
     return model
 
 
@@ -65,7 +67,8 @@ def divergence(first: Counter[str], second: Counter[str]) -> float:
 
 
 def test_topic_texts_of_different_clients_differ_measurably() -> None:
-    spec = TopicTextSpec(num_clients=8, train_documents=100, test_documents=10)
+    spec = TopicTextSpec(num_clients=8, num_topics=len(TOPICS), train_documents=100, test_documents=10, public_documents=0,
+                         seed=0)
     same_topic = divergence(words(client_documents(spec, 0, "train")), words(client_documents(spec, 6, "train")))
     other_topic = divergence(words(client_documents(spec, 0, "train")), words(client_documents(spec, 1, "train")))
     assert spec.topic_of(0) == spec.topic_of(6) != spec.topic_of(1)
@@ -73,7 +76,8 @@ def test_topic_texts_of_different_clients_differ_measurably() -> None:
     assert client_documents(spec, 0, "train") != client_documents(spec, 6, "train")  # same topic, own sentences
     assert client_documents(spec, 0, "train") == client_documents(spec, 0, "train")  # seeded
     assert client_documents(spec, 0, "train") != client_documents(spec, 0, "test")
-    public = words(public_documents(TopicTextSpec(num_clients=2, num_topics=2, public_documents=50)))
+    public = words(public_documents(TopicTextSpec(num_clients=2, num_topics=2, train_documents=200, test_documents=50,
+                                                        public_documents=50, seed=0)))
     assert {"onion", "comet"} <= set(public) and "sail" not in public
 
 
@@ -121,7 +125,7 @@ def test_a_language_model_prunes_through_the_same_api(scorer: str, trained: nn.M
     """scorer -> roles -> layer ratios -> magnitude masks; the masks hold through training."""
     model = copy.deepcopy(trained)
     calibration = list(batches[0].batches(16, shuffle=True, seed=1))[:2]
-    scores = build_scorer(scorer, measurements=0.6)(model, calibration, seed=0)
+    scores = build_scorer(scorer, scorer_settings(measurements=0.6))(model, calibration, seed=0)
     assert scores.layers == tuple(layer.name for layer in linear_layers(model)) and np.isfinite(scores.scores).all()
     roles = classify(scores, "top-fraction", 0.25)
     assert len(roles.personalized()) == math.ceil(0.25 * len(scores.layers))
@@ -133,7 +137,7 @@ def test_a_language_model_prunes_through_the_same_api(scorer: str, trained: nn.M
         mask = masks[f"{layer}.weight"]
         assert int((~mask).sum()) == math.floor(ratio * mask.numel() + 0.5)
         modules[layer].weight.data.mul_(mask)
-    train(model, batches[0], TrainSettings(epochs=1, batch_size=16, lr=1e-3, max_steps=3), masks=masks, seed=2)
+    train(model, batches[0], train_settings(epochs=1, batch_size=16, lr=1e-3, max_steps=3), masks=masks, seed=2)
     for layer in ratios:
         assert not modules[layer].weight[~masks[f"{layer}.weight"]].any()
     after = evaluate(model, batches[1])["perplexity"]

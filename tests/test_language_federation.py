@@ -17,7 +17,6 @@ from test_language import _checkpoint_folder
 
 from fedhei.config.scenario import Scenario
 from fedhei.errors import FedheiError
-from fedhei.experiments.run import run_scenario
 from fedhei.federation.algorithms.fedala import top_parameters
 from fedhei.federation.client_round import ClientJob, client_data, local_round
 from fedhei.federation.policy import shared_parameters
@@ -27,6 +26,7 @@ from fedhei.models.registry import create_model
 from fedhei.training.loops import evaluate
 from fedhei.training.pretrain import starting_model
 from strategies.fedper import FedPer
+from strategies.simulation import run_scenario
 
 # Small enough for seconds per round on one core: 3 clients on 3 topics, 20 documents each.
 TINY_LM: dict[str, Any] = dict(model="qwen2-micro", data_source="topics", num_clients=3, text_topics=3, text_documents=20,

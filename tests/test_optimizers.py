@@ -7,10 +7,12 @@ import copy
 import math
 import time
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
+from conftest import train_settings
 from flwr.app import Array, ArrayRecord, Message, MessageType, Metadata, MetricRecord, RecordDict
 from flwr.serverapp.strategy import FedAdam, FedAvgM, FedYogi
 
@@ -25,7 +27,7 @@ from fedhei.federation.server import FederationServer
 from fedhei.federation.wire import DecodedTensor
 from fedhei.models.adapters import task_for
 from fedhei.models.registry import create_model
-from fedhei.training.loops import TrainSettings, batches_for, train
+from fedhei.training.loops import batches_for, train
 from fedhei.training.optimizers import LrSchedule, ServerOptimizer, ServerSettings, ServerStep, round_lr
 from strategies.base import RoundLog
 from strategies.directory import ClientDirectory
@@ -60,8 +62,8 @@ def test_a_client_optimizer_takes_its_hand_checked_first_step(optimizer: str) ->
     before = {name: value.detach().clone() for name, value in model.named_parameters()}
     gradient = _gradient(model, inputs, targets)
     lr, decay = 0.05, 0.01
-    settings = TrainSettings(epochs=1, batch_size=16, lr=lr, weight_decay=decay, augment=False, optimizer=optimizer,
-                             momentum=0.9, decay_in_call=False)
+    settings = train_settings(epochs=1, batch_size=16, lr=lr, weight_decay=decay, augment=False, optimizer=optimizer,
+                              momentum=0.9, decay_in_call=False)
     train(model, shard, settings, seed=0)
     for name, value in model.named_parameters():
         w, g = before[name], gradient[name]
@@ -82,7 +84,7 @@ def test_sgd_and_adamw_train_differently_from_the_same_start() -> None:
     results = {}
     for optimizer in ("sgd", "adamw"):
         trained = copy.deepcopy(model)
-        train(trained, shard, TrainSettings(epochs=2, batch_size=8, lr=0.01, optimizer=optimizer, decay_in_call=False), seed=0)
+        train(trained, shard, train_settings(epochs=2, batch_size=8, lr=0.01, optimizer=optimizer, decay_in_call=False), seed=0)
         results[optimizer] = torch.cat([value.detach().flatten() for value in trained.parameters()])
     assert not torch.allclose(results["sgd"], results["adamw"])
 
@@ -119,9 +121,9 @@ def test_a_later_round_trains_at_its_scheduled_rate() -> None:
 
 
 def test_fedreps_two_phases_together_take_at_most_the_budget(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert phase_steps(TrainSettings(epochs=1, batch_size=10, max_steps=10), 1.0, 1000) == (5, 5)
-    assert phase_steps(TrainSettings(epochs=1, batch_size=10), 1.0, 95) == (5, 5)
-    assert phase_steps(TrainSettings(epochs=1, batch_size=10, max_steps=1), 1.0, 95) == (1, 0)
+    assert phase_steps(train_settings(epochs=1, batch_size=10, max_steps=10), 1.0, 1000) == (5, 5)
+    assert phase_steps(train_settings(epochs=1, batch_size=10), 1.0, 95) == (5, 5)
+    assert phase_steps(train_settings(epochs=1, batch_size=10, max_steps=1), 1.0, 95) == (1, 0)
     scenario = Scenario(data_source="synthetic", model="vit-micro", num_clients=3, dirichlet_alpha=1.0, batch_size=8,
                         max_local_steps=6, strategy="fedrep")
     steps: list[int] = []
@@ -135,7 +137,7 @@ def test_fedreps_two_phases_together_take_at_most_the_budget(monkeypatch: pytest
     job = ClientJob(scenario, FedRep.policy, 0, 1)
     model = merge(job, {name: value.detach().numpy() for name, value in create_model("vit-micro").named_parameters()}, None)
     data = client_data(scenario, 0, model).train
-    work = LocalTraining(scenario, FedRep.policy, job.seed, scenario.train_settings(1), model, data, {}, None)
+    work = LocalTraining(scenario, FedRep.policy.head_epochs, job.seed, scenario.train_settings(1), model, data, {}, None)
     algorithm_for(FedRep.policy.algorithm).train(work)
     assert len(steps) == 6, steps
 
@@ -160,6 +162,11 @@ def _replies(current: dict[str, np.ndarray], server_round: int) -> list[Message]
     return replies
 
 
+def _server(**settings: Any) -> ServerSettings:
+    """The server's step a scenario with these settings takes."""
+    return Scenario(**settings).server_settings()
+
+
 def _fedhei_server(settings: ServerSettings) -> FedAvgBaseline:
     strategy = FedAvgBaseline(Scenario(num_clients=3), run_dir="/nonexistent")
     strategy.directory = ClientDirectory({client: client for client in range(3)})
@@ -168,11 +175,11 @@ def _fedhei_server(settings: ServerSettings) -> FedAvgBaseline:
 
 
 FLOWER: dict[str, tuple[ServerSettings, Callable[[], object]]] = {
-    "avgm": (ServerSettings(ServerOptimizer.AVGM, lr=0.7, momentum=0.9),
+    "avgm": (_server(server_optimizer="avgm", server_lr=0.7, server_momentum=0.9),
              lambda: FedAvgM(server_learning_rate=0.7, server_momentum=0.9)),
-    "adam": (ServerSettings(ServerOptimizer.ADAM, lr=0.1, beta1=0.9, beta2=0.99, tau=1e-3),
+    "adam": (_server(server_optimizer="adam", server_lr=0.1, server_beta1=0.9, server_beta2=0.99, server_tau=1e-3),
              lambda: FedAdam(eta=0.1, beta_1=0.9, beta_2=0.99, tau=1e-3)),
-    "yogi": (ServerSettings(ServerOptimizer.YOGI, lr=0.01, beta1=0.9, beta2=0.99, tau=1e-3),
+    "yogi": (_server(server_optimizer="yogi", server_lr=0.01, server_beta1=0.9, server_beta2=0.99, server_tau=1e-3),
              lambda: FedYogi(eta=0.01, beta_1=0.9, beta_2=0.99, tau=1e-3)),
 }
 
@@ -201,7 +208,7 @@ def test_the_server_optimizer_with_full_masks_equals_flowers_on_the_same_replies
 
 @pytest.mark.parametrize("kind", list(ServerOptimizer))
 def test_a_weight_no_client_keeps_moves_neither_in_value_nor_in_optimizer_state(kind: ServerOptimizer) -> None:
-    server = FederationServer(FedAvgBaseline.policy, GLOBAL, (), ServerSettings(kind, lr=0.5))
+    server = FederationServer(FedAvgBaseline.policy, GLOBAL, (), _server(server_optimizer=kind.value, server_lr=0.5))
     keep = np.ones((3, 4), dtype=bool)
     keep[0, 0] = keep[2, 3] = False
     for server_round in (1, 2, 3):
@@ -226,10 +233,10 @@ def test_a_weight_no_client_keeps_moves_neither_in_value_nor_in_optimizer_state(
 
 
 def test_the_server_optimizers_state_round_trips_through_its_arrays() -> None:
-    server = ServerStep(ServerSettings(ServerOptimizer.ADAM, lr=0.1))
+    server = ServerStep(_server(server_optimizer="adam", server_lr=0.1))
     counted = {name: np.ones(value.shape, dtype=bool) for name, value in GLOBAL.items()}
     moved = server.step(GLOBAL, {name: value + 0.1 for name, value in GLOBAL.items()}, counted)
-    again = ServerStep(ServerSettings(ServerOptimizer.ADAM, lr=0.1))
+    again = ServerStep(_server(server_optimizer="adam", server_lr=0.1))
     again.load_state_arrays(server.state_arrays())
     target = {name: value + 0.3 for name, value in GLOBAL.items()}
     continued, resumed = server.step(moved, target, counted), again.step(moved, target, counted)

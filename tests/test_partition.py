@@ -1,9 +1,14 @@
 from __future__ import annotations
 
+import re
+from dataclasses import replace
+from typing import Any
+
 import numpy as np
 import pytest
 
-from fedhei.data.partition import PartitionKind, PartitionSpec, majority_class_rate, make_partition
+from fedhei.config.scenario import Scenario
+from fedhei.data.partition import PartitionSpec, majority_class_rate, make_partition
 from fedhei.errors import FedheiError
 
 # The label layout of CIFAR-10: 5,000 training and 1,000 test images per class.
@@ -11,9 +16,14 @@ TRAIN_LABELS = np.repeat(np.arange(10), 5000)
 TEST_LABELS = np.repeat(np.arange(10), 1000)
 
 
+def spec(**settings: Any) -> PartitionSpec:
+    """The split a scenario with these settings makes."""
+    return Scenario(**settings).partition_spec()
+
+
 @pytest.fixture(scope="module")
 def dirichlet_split():
-    return make_partition(TRAIN_LABELS, TEST_LABELS, PartitionSpec(num_clients=20, alpha=0.1, seed=7))
+    return make_partition(TRAIN_LABELS, TEST_LABELS, spec(num_clients=20, dirichlet_alpha=0.1, seed=7))
 
 
 def test_every_training_image_lands_in_exactly_one_client_or_the_public_slice(dirichlet_split) -> None:
@@ -25,8 +35,8 @@ def test_every_training_image_lands_in_exactly_one_client_or_the_public_slice(di
 
 
 def test_same_seed_same_split_and_another_seed_another(dirichlet_split) -> None:
-    again = make_partition(TRAIN_LABELS, TEST_LABELS, PartitionSpec(num_clients=20, alpha=0.1, seed=7))
-    other = make_partition(TRAIN_LABELS, TEST_LABELS, PartitionSpec(num_clients=20, alpha=0.1, seed=8))
+    again = make_partition(TRAIN_LABELS, TEST_LABELS, spec(num_clients=20, dirichlet_alpha=0.1, seed=7))
+    other = make_partition(TRAIN_LABELS, TEST_LABELS, spec(num_clients=20, dirichlet_alpha=0.1, seed=8))
     for ours, theirs in zip(dirichlet_split.train_indices, again.train_indices, strict=True):
         assert np.array_equal(ours, theirs)
     for ours, theirs in zip(dirichlet_split.test_indices, again.test_indices, strict=True):
@@ -48,31 +58,33 @@ def test_each_client_test_split_follows_its_training_label_proportions(dirichlet
 
 
 def test_pathological_gives_each_client_at_most_k_classes() -> None:
-    split = make_partition(TRAIN_LABELS, TEST_LABELS, PartitionSpec(kind=PartitionKind.PATHOLOGICAL, num_clients=20, classes_per_client=2))
+    split = make_partition(TRAIN_LABELS, TEST_LABELS, spec(partition="pathological", num_clients=20, classes_per_client=2))
     assert all(np.count_nonzero(counts) <= 2 for counts in split.label_counts)
     assert all(majority_class_rate(TEST_LABELS[idx]) >= 0.5 for idx in split.test_indices)
 
 
 def test_iid_is_balanced_even_though_the_source_is_sorted_by_class() -> None:
-    split = make_partition(TRAIN_LABELS, TEST_LABELS, PartitionSpec(kind=PartitionKind.IID, num_clients=10))
+    split = make_partition(TRAIN_LABELS, TEST_LABELS, spec(partition="iid", num_clients=10))
     assert split.label_counts.min() > 300
 
 
 @pytest.mark.parametrize(
-    ("spec_kwargs", "message"),
+    ("settings", "message"),
     [
-        (dict(alpha=0.0), "dirichlet-alpha"),
-        (dict(alpha=-1.0), "dirichlet-alpha"),
-        (dict(num_clients=0), "num-clients"),
-        (dict(public_fraction=1.0), "public-fraction"),
+        ({"dirichlet-alpha": 0.0}, "dirichlet-alpha is 0.0; it must be > 0"),
+        ({"dirichlet-alpha": -1.0}, "dirichlet-alpha"),
+        ({"num-clients": 0}, "num-clients is 0; it must be >= 1"),
+        ({"public-fraction": 1.0}, "public-fraction"),
+        ({"classes-per-client": 11}, "classes-per-client is 11; it must be in [1, 10]"),
+        ({"test-ratio": 0.0}, "test-ratio"),
     ],
 )
-def test_bad_specs_are_user_errors(spec_kwargs: dict, message: str) -> None:
-    with pytest.raises(FedheiError, match=message):
-        PartitionSpec(**spec_kwargs)
+def test_bad_split_settings_are_user_errors(settings: dict, message: str) -> None:
+    with pytest.raises(FedheiError, match=re.escape(message)):
+        Scenario.from_mapping(settings)
 
 
 def test_more_clients_than_images_is_a_user_error() -> None:
     labels = np.repeat(np.arange(10), 3)
     with pytest.raises(FedheiError, match="num-clients"):
-        make_partition(labels, labels, PartitionSpec(kind=PartitionKind.IID, num_clients=100, public_fraction=0.0))
+        make_partition(labels, labels, replace(spec(partition="iid", num_clients=100), public_fraction=0.0))

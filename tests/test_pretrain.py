@@ -3,11 +3,13 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 
+from fedhei.config.scenario import Scenario
 from fedhei.data.cifar10 import make_synthetic
 from fedhei.errors import FedheiError
 from fedhei.models.checkpoints import load_checkpoint, read_metadata
@@ -17,13 +19,18 @@ from fedhei.training.pretrain import PretrainSpec, cached_path, pretrain, timing
 from fedhei.training.recipes import RECIPES, Schedule, train_with_recipe
 
 
+def spec(**settings: Any) -> PretrainSpec:
+    """The base model a scenario of vit-micro with these settings pre-trains."""
+    return Scenario(model="vit-micro", **settings).pretrain_spec()
+
+
 def test_pretrain_on_synthetic_beats_chance_and_is_cached(tmp_path: Path) -> None:
     data = make_synthetic()
-    spec = PretrainSpec(model="vit-micro", recipe="plain", epochs=2, lr=3e-3, all_train=True)
-    first = pretrain(data, spec, out=tmp_path / "base.safetensors")
+    plain = dataclasses.replace(spec(pretrain_recipe="plain", pretrain_epochs=2.0, pretrain_lr=3e-3), all_train=True)
+    first = pretrain(data, plain, out=tmp_path / "base.safetensors")
     assert not first.cached
     assert first.test_accuracy > 0.5, f"chance is 0.1; got {first.test_accuracy}"
-    second = pretrain(data, spec)
+    second = pretrain(data, plain)
     assert second.cached and second.test_accuracy == pytest.approx(first.test_accuracy, abs=1e-6)
     assert first.seconds is not None and second.seconds == pytest.approx(first.seconds, abs=0.06)
     assert load_checkpoint(tmp_path / "base.safetensors") is not None
@@ -31,11 +38,11 @@ def test_pretrain_on_synthetic_beats_chance_and_is_cached(tmp_path: Path) -> Non
 
 def test_the_same_settings_pretrain_byte_identical_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     data = make_synthetic(num_train=1200, num_test=200)
-    spec = PretrainSpec(model="vit-micro", recipe="deit", epochs=0.4, batch_size=64, public_fraction=0.5)
+    deit = spec(pretrain_recipe="deit", pretrain_epochs=0.4, pretrain_batch_size=64, public_fraction=0.5)
     files = []
     for name in ("first", "second"):
         monkeypatch.setenv("FEDHEI_CACHE", str(tmp_path / name))
-        result = pretrain(data, spec)
+        result = pretrain(data, deit)
         assert not result.cached and result.seconds is not None
         files.append(result.path)
     assert files[0] != files[1] and files[0].name == files[1].name
@@ -44,13 +51,13 @@ def test_the_same_settings_pretrain_byte_identical_files(tmp_path: Path, monkeyp
     assert "seconds" not in read_metadata(files[0])
     assert json.loads(timing_path(files[0]).read_text())["seconds"] >= 0
     # Another seed is another model.
-    other = pretrain(data, dataclasses.replace(spec, seed=1))
+    other = pretrain(data, dataclasses.replace(deit, seed=1))
     assert other.path.read_bytes() != files[1].read_bytes()
 
 
 def test_every_recipe_setting_is_part_of_the_cache_key(monkeypatch: pytest.MonkeyPatch) -> None:
     data = make_synthetic(num_train=100, num_test=20)
-    smooth = PretrainSpec(model="vit-micro", recipe="smooth")
+    smooth = spec(pretrain_recipe="smooth")
     before = cached_path(data, smooth)
     assert len({before, *(cached_path(data, dataclasses.replace(smooth, recipe=name)) for name in RECIPES)}) == len(RECIPES)
     assert before != cached_path(data, dataclasses.replace(smooth, batch_size=256))
@@ -83,21 +90,18 @@ def test_augmentation_changes_images_but_not_their_shape() -> None:
     assert not np.array_equal(out, images)
 
 
-def test_spec_rejects_a_missing_public_slice() -> None:
-    with pytest.raises(FedheiError, match="public"):
-        PretrainSpec(model="vit-micro", public_fraction=0.0)
-
-
-@pytest.mark.parametrize(("changes", "message"), [({"recipe": "fancy"}, "recipe"), ({"batch_size": 1}, "batch size"),
-                                                  ({"lr": 0.0}, "lr")])
-def test_spec_rejects_bad_recipe_settings(changes: dict[str, object], message: str) -> None:
+@pytest.mark.parametrize(("settings", "message"), [({"public-fraction": 0.0}, "public-fraction is 0.0"),
+                                                   ({"pretrain-recipe": "fancy"}, "pretrain-recipe is 'fancy'"),
+                                                   ({"pretrain-batch-size": 1}, "pretrain-batch-size is 1; it must be >= 2"),
+                                                   ({"pretrain-lr": 0.0}, "pretrain-lr")])
+def test_bad_pretrain_settings_are_refused(settings: dict[str, object], message: str) -> None:
     with pytest.raises(FedheiError, match=message):
-        PretrainSpec(model="vit-micro", **changes)
+        Scenario.from_mapping({"model": "vit-micro", **settings})
 
 
 def test_pretrain_command_writes_a_loadable_base_model(tmp_path: Path, fedhei_cli) -> None:
     out = tmp_path / "cli.safetensors"
-    result = fedhei_cli("pretrain", "--data", "synthetic", "--model", "vit-micro", "--epochs", "0.2",
+    result = fedhei_cli("pretrain", "--data", "synthetic", "--model", "vit-micro", "--pretrain-epochs", "0.2",
                         "--public-fraction", "0.5", "--out", str(out))
     assert result.returncode == 0, result.stderr
     assert "test accuracy" in result.stdout and "smooth recipe" in result.stdout
@@ -106,7 +110,8 @@ def test_pretrain_command_writes_a_loadable_base_model(tmp_path: Path, fedhei_cl
 
 @pytest.mark.parametrize(
     ("arguments", "message"),
-    [(["--model", "vit-huge"], "unknown model"), (["--epochs", "0"], "epochs"), (["--recipe", "fancy"], "recipe")],
+    [(["--model", "vit-huge"], "unknown model"), (["--pretrain-epochs", "0"], "pretrain-epochs is 0.0"),
+     (["--pretrain-recipe", "fancy"], "pretrain-recipe is 'fancy'")],
 )
 def test_bad_pretrain_input_is_one_line_and_nonzero(arguments: list[str], message: str, expect_one_line_error) -> None:
     expect_one_line_error("pretrain", "--data", "synthetic", *arguments, message=message)

@@ -18,8 +18,8 @@ import pytest
 from conftest import free_ports
 
 from fedhei.config.scenario import Scenario
-from fedhei.experiments.run import run_scenario
 from fedhei.processes import process_tree, running, stop
+from strategies.simulation import run_scenario
 
 RAY = shutil.which("ray", path=str(Path(sys.executable).parent))
 CURRENT_CLUSTER = Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster"

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import re
+from dataclasses import asdict
+
 import numpy as np
 import pytest
 import torch
+from conftest import scorer_settings
 from torch import nn
 
 from fedhei import seeding
+from fedhei.config.scenario import Scenario
 from fedhei.errors import FedheiError
 from fedhei.method.roles import GENERIC, PERSONALIZED, RoleMap, classify, random_roles, uniform_roles
 from fedhei.method.scoring import SCORER_NAMES, FusionExample, LayerScores, SensingScorer, build_scorer
@@ -35,7 +40,7 @@ def fusion_training(calibration: list) -> list[FusionExample]:
     for seed in (1, 2):
         with seeding.torch_seeded(seed, "test-other-model"):
             other = create_model("vit-micro")
-        examples.append(FusionExample.measure(other, calibration, seed, build_scorer("exhaustive")))
+        examples.append(FusionExample.measure(other, calibration, seed, build_scorer("exhaustive", scorer_settings())))
     return examples
 
 
@@ -74,7 +79,7 @@ def planted_truth(model: nn.Module) -> tuple[list, int, LayerScores, RoleMap]:
     """The planted model's calibration, layer count, exhaustive scores and roles (2 personalized)."""
     calibration = planted_calibration(model)
     layers = len(linear_layers(model))
-    exhaustive = build_scorer("exhaustive")(model, calibration, seed=0)
+    exhaustive = build_scorer("exhaustive", scorer_settings())(model, calibration, seed=0)
     return calibration, layers, exhaustive, classify(exhaustive, "top-fraction", 2 / layers)
 
 
@@ -83,7 +88,7 @@ def test_random_design_recovers_planted_roles_with_half_the_measurements() -> No
     calibration, layers, exhaustive, truth = planted_truth(model)
     assert truth.personalized() == ["branches.2", "branches.9"]
     for seed in range(3):
-        sensed = build_scorer("sensing", measurements=0.5, design="random")(model, calibration, seed=seed)
+        sensed = build_scorer("sensing", scorer_settings(measurements=0.5, design="random"))(model, calibration, seed=seed)
         measurements = sensed.forward_passes // len(calibration) - 1
         assert measurements <= layers // 2
         assert sensed.forward_passes < exhaustive.forward_passes / 2 + len(calibration)
@@ -97,12 +102,12 @@ def test_block_design_recovers_planted_roles_with_fewer_passes() -> None:
     assert truth.personalized() == ["blocks.0.2", "blocks.2.1"]
     for seed in range(3):
         # 4 block measurements, then the two blocks that changed most, layer by layer.
-        sensed = build_scorer("sensing", measurements=12)(model, calibration, seed=seed)
+        sensed = build_scorer("sensing", scorer_settings(measurements=12))(model, calibration, seed=seed)
         assert sensed.forward_passes == (1 + 4 + 4 + 4) * len(calibration) < exhaustive.forward_passes
         assert classify(sensed, "top-fraction", 2 / layers).roles == truth.roles
     # With 8 measurements only the block of the larger change is split; the other
     # block's layers share its change, so its first layer stands in for its sensitive one.
-    sensed = build_scorer("sensing", measurements=8)(model, calibration, seed=0)
+    sensed = build_scorer("sensing", scorer_settings(measurements=8))(model, calibration, seed=0)
     assert sensed.forward_passes == (1 + 4 + 4) * len(calibration)
     scores = dict(zip(sensed.layers, sensed.scores, strict=True))
     split, shared = ("blocks.0", "blocks.2") if scores["blocks.0.2"] > scores["blocks.2.1"] else ("blocks.2", "blocks.0")
@@ -112,7 +117,7 @@ def test_block_design_recovers_planted_roles_with_fewer_passes() -> None:
 
 def test_block_design_merges_blocks_when_the_budget_is_short(micro: nn.Module, calibration: list) -> None:
     # vit-micro: 4 blocks and the head, 5 units; 3 measurements merge them into 3 groups.
-    sensed = build_scorer("sensing", measurements=3)(micro, calibration, seed=0)
+    sensed = build_scorer("sensing", scorer_settings(measurements=3))(micro, calibration, seed=0)
     assert sensed.forward_passes == (1 + 3) * len(calibration)
     groups = [sensed.scores[0:8], sensed.scores[8:16], sensed.scores[16:17]]
     assert all(len(set(group.tolist())) == 1 for group in groups)
@@ -125,7 +130,7 @@ def test_scorers_are_seeded_and_leave_the_model_as_it_was(
 ) -> None:
     before = {key: value.clone() for key, value in micro.state_dict().items()}
     micro.train()
-    scorer = build_scorer(name, measurements=0.5, fusion_training=fusion_training)
+    scorer = build_scorer(name, scorer_settings(measurements=0.5), fusion_training=fusion_training)
     first, again = scorer(micro, calibration, seed=3), scorer(micro, calibration, seed=3)
     np.testing.assert_array_equal(first.scores, again.scores)
     assert first.layers == tuple(layer.name for layer in linear_layers(micro))
@@ -137,26 +142,30 @@ def test_scorers_are_seeded_and_leave_the_model_as_it_was(
 
 def test_perturbation_scorers_depend_on_the_seed(micro: nn.Module, calibration: list) -> None:
     for name in ("exhaustive", "sensing"):
-        scorer = build_scorer(name)
+        scorer = build_scorer(name, scorer_settings())
         assert not np.array_equal(scorer(micro, calibration, seed=0).scores, scorer(micro, calibration, seed=1).scores)
 
 
 def test_forward_passes_are_counted(micro: nn.Module, calibration: list) -> None:
     layers, batches = len(linear_layers(micro)), len(calibration)
-    assert build_scorer("exhaustive")(micro, calibration, 0).forward_passes == (layers + 1) * batches
-    assert build_scorer("sensing", measurements=0.25, design="random")(micro, calibration, 0).forward_passes == (4 + 1) * batches
-    assert build_scorer("sensing", measurements=6, design="random")(micro, calibration, 0).forward_passes == (6 + 1) * batches
+
+    def passes(name: str, **changes: object) -> int:
+        return build_scorer(name, scorer_settings(**changes))(micro, calibration, 0).forward_passes
+
+    assert passes("exhaustive") == (layers + 1) * batches
+    assert passes("sensing", measurements=0.25, design="random") == (4 + 1) * batches
+    assert passes("sensing", measurements=6, design="random") == (6 + 1) * batches
     # signed: complement pairs, two measurements each
-    assert build_scorer("sensing", measurements=6, design="signed")(micro, calibration, 0).forward_passes == (6 + 1) * batches
+    assert passes("sensing", measurements=6, design="signed") == (6 + 1) * batches
     # blocks: the 5 units (4 blocks, the head), then no block fits in 4 more
-    assert build_scorer("sensing", measurements=8)(micro, calibration, 0).forward_passes == (5 + 1) * batches
-    assert build_scorer("sensing", measurements=9)(micro, calibration, 0).forward_passes == (9 + 1) * batches
+    assert passes("sensing", measurements=8) == (5 + 1) * batches
+    assert passes("sensing", measurements=9) == (9 + 1) * batches
     # one batch per measurement, in turn: the unperturbed pass on every batch, then one each
-    rotating = SensingScorer(design="random", measurements=6, rotate_batches=True, level="shared")
+    rotating = SensingScorer(**asdict(scorer_settings(design="random", measurements=6)), rotate_batches=True, level="shared")
     assert rotating(micro, calibration, 0).forward_passes == batches + 6
-    assert build_scorer("fisher")(micro, calibration, 0).forward_passes == batches
-    assert build_scorer("activation")(micro, calibration, 0).forward_passes == batches
-    assert build_scorer("magnitude")(micro, calibration, 0).forward_passes == 0
+    assert passes("fisher") == batches
+    assert passes("activation") == batches
+    assert passes("magnitude") == 0
 
 
 def test_single_signal_scorers_see_what_they_measure(calibration: list) -> None:
@@ -168,10 +177,10 @@ def test_single_signal_scorers_see_what_they_measure(calibration: list) -> None:
         modules["blocks.2.mlp.fc1"].weight.mul_(20.0)
         modules["blocks.1.attn.qkv"].weight.fill_(0.01)
         modules["blocks.1.mlp.fc2"].weight.zero_()
-    magnitude = build_scorer("magnitude")(model, calibration, 0).scores
-    entropy = build_scorer("weight-entropy")(model, calibration, 0).scores
-    activation = build_scorer("activation")(model, calibration, 0).scores
-    fisher = build_scorer("fisher")(model, calibration, 0).scores
+    magnitude = build_scorer("magnitude", scorer_settings())(model, calibration, 0).scores
+    entropy = build_scorer("weight-entropy", scorer_settings())(model, calibration, 0).scores
+    activation = build_scorer("activation", scorer_settings())(model, calibration, 0).scores
+    fisher = build_scorer("fisher", scorer_settings())(model, calibration, 0).scores
     assert names[int(np.argmax(magnitude))] == "blocks.2.mlp.fc1"
     assert names[int(np.argmax(activation))] == "blocks.2.mlp.fc1"
     # All weights equal (or zero): one histogram bin, no information.
@@ -181,24 +190,32 @@ def test_single_signal_scorers_see_what_they_measure(calibration: list) -> None:
     assert fisher[names.index("blocks.1.mlp.fc1")] == 0.0 and (np.delete(fisher, names.index("blocks.1.mlp.fc1")) > 0).all()
 
 
-def test_build_scorer_rejects_bad_names_and_settings() -> None:
-    with pytest.raises(FedheiError, match="unknown scorer 'nope'.*sensing"):
-        build_scorer("nope")
-    with pytest.raises(FedheiError, match="signal"):
-        build_scorer("sensing", signal="accuracy")
-    with pytest.raises(FedheiError, match="solver"):
-        build_scorer("sensing", solver="magic")
-    with pytest.raises(FedheiError, match="unknown sensing design 'magic'.*blocks"):
-        build_scorer("sensing", design="magic")
-    with pytest.raises(FedheiError, match="prob"):
-        build_scorer("exhaustive", prob=1.0)
-    with pytest.raises(FedheiError, match="measurements"):
-        build_scorer("sensing", measurements=2.5)
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"scorer": "nope"}, "scorer is 'nope'; choose one of: exhaustive, sensing"),
+        ({"scorer": "fused-linear"}, "scorer is 'fused-linear'"),
+        ({"signal": "accuracy"}, "signal is 'accuracy'"),
+        ({"sensing-solver": "magic"}, "sensing-solver is 'magic'"),
+        ({"sensing-design": "magic"}, "sensing-design is 'magic'; choose one of: blocks"),
+        ({"prob": 1.0}, "prob is 1.0; it must be in [0, 1)"),
+        ({"scorer": "exhaustive", "prob": 0.0}, "perturbs each layer by random pruning at ratio prob"),
+        ({"sensing-measurements": 2.5}, "sensing-measurements is 2.5"),
+        ({"sensing-measurements": 0.0}, "sensing-measurements is 0.0; it must be > 0"),
+    ],
+)
+def test_bad_scorer_settings_are_refused_by_the_scenario(settings: dict[str, object], message: str) -> None:
+    with pytest.raises(FedheiError, match=re.escape(message)):
+        Scenario.from_mapping(settings)
+
+
+def test_a_scorer_that_does_not_perturb_takes_a_prob_of_zero() -> None:
+    assert Scenario.from_mapping({"scorer": "magnitude", "prob": 0.0}).prob == 0.0
 
 
 def test_empty_calibration_is_a_user_error(micro: nn.Module) -> None:
     with pytest.raises(FedheiError, match="calibration"):
-        build_scorer("exhaustive")(micro, [], seed=0)
+        build_scorer("exhaustive", scorer_settings())(micro, [], seed=0)
 
 
 def test_measurement_count_and_sensing_matrix() -> None:

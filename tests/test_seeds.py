@@ -13,8 +13,8 @@ from fedhei.data.cifar10 import make_synthetic
 from fedhei.data.partition import make_partition
 from fedhei.errors import FedheiError
 from fedhei.experiments.layout import seed_runs
-from fedhei.experiments.run import plan_runs
 from strategies.checkpoint import CHECKPOINT_FILE
+from strategies.simulation import plan_runs
 
 SMALL = dict(data_source="synthetic", model="vit-micro", num_clients=5, dirichlet_alpha=0.5)
 

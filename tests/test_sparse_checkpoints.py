@@ -18,8 +18,8 @@ from fedhei.federation.client_round import ClientJob
 from fedhei.federation.export import finalize
 from fedhei.federation.policy import ClientPolicy, Pruning, Sharing
 from fedhei.method.pruning import compression, magnitude_masks
-from fedhei.method.structured import save_structured, structured_prune
-from fedhei.models.checkpoints import SPARSE_KEY, dense_file_bytes, load_checkpoint, read_metadata, save_sparse
+from fedhei.method.structured import structured_prune
+from fedhei.models.checkpoints import SPARSE_KEY, dense_file_bytes, load_checkpoint, read_metadata, save_sparse, save_structured
 from fedhei.models.registry import count_parameters, create_model, linear_layers
 from fedhei.training.loops import apply_masks
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from pathlib import Path
@@ -139,6 +140,15 @@ def test_strategies_resolve_by_name_and_by_import_path() -> None:
         resolve_strategy("fedprox-typo")
     with pytest.raises(FedheiError, match="not a subclass"):
         resolve_strategy("fedhei.config.scenario:Scenario")
+
+
+@pytest.mark.parametrize("page", ["README.md", "docs/strategies.md"])
+def test_the_documented_strategy_tables_list_the_registry_in_its_order(page: str) -> None:
+    """The registry is the one list of strategies; a page's table must follow it, not list them again its own way."""
+    text = (Path(__file__).resolve().parents[1] / page).read_text()
+    table = re.search(r"^\| name \|.*?\n(?=[^|])", text, flags=re.MULTILINE | re.DOTALL)
+    assert table is not None
+    assert re.findall(r"^\| `([a-z-]+)` \|", table.group(0), flags=re.MULTILINE) == list(STRATEGIES)
 
 
 def test_the_documented_example_strategy_works_as_written() -> None:

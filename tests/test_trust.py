@@ -20,9 +20,9 @@ import pytest
 
 from fedhei.config.scenario import Scenario
 from fedhei.experiments.plain import run_plain
-from fedhei.experiments.run import bench_command, run_scenario
 from fedhei.federation.faults import Fault, fault_for
 from strategies.fedhei import FedHEI
+from strategies.simulation import bench_command, run_scenario
 
 SCENARIO_TOML = """
 name = "trust"

@@ -155,7 +155,7 @@ def test_int8_update_bytes_are_codes_masks_and_one_scale_per_tensor() -> None:
     names = [layer.name for layer in linear_layers(model)]
     roles = RoleMap(tuple(names), tuple(0.0 for _ in names), "top-fraction", 0.25,
                     {name: PERSONALIZED if name in HEI_PERSONALIZED else GENERIC for name in names})
-    masks = {name: mask.numpy() for name, mask in magnitude_masks(model, layer_ratios(roles, 0.5)).items()}
+    masks = {name: mask.numpy() for name, mask in magnitude_masks(model, layer_ratios(roles, 0.5, personal_factor=0.5)).items()}
     personal = personal_parameters(ClientPolicy(Sharing.GENERIC, Pruning.ROLES), params, HEI_PERSONALIZED)
     shared = {name: value for name, value in params.items() if name not in personal}
     arrays = encode(shared, {name: masks[name] for name in shared if name in masks}, "int8", reference=params)

@@ -25,37 +25,32 @@ class Command:
     run: Callable[[argparse.Namespace], int]
 
 
+# The scenario settings each command takes as flags (``--key``), with the scenario's defaults and checks.
+DATA_KEYS = ("data-source", "num-clients", "partition", "dirichlet-alpha", "classes-per-client", "public-fraction", "seed",
+             "base-seed")
+PRETRAIN_KEYS = ("model", "pretrain-recipe", "pretrain-epochs", "pretrain-lr", "pretrain-batch-size", "base-seed",
+                 "public-fraction", "data-source", "device")
+
+
 def _data_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", default="", help="CIFAR-10 source: folder, .tar.gz, 'synthetic' or 'download'")
-    parser.add_argument("--clients", type=int, default=10, help="number of clients")
-    parser.add_argument("--partition", default="dirichlet", choices=["iid", "dirichlet", "pathological"])
-    parser.add_argument("--alpha", type=float, default=0.1, help="Dirichlet concentration (smaller = more skew)")
-    parser.add_argument("--classes-per-client", type=int, default=2, help="classes per client (pathological)")
-    parser.add_argument("--public-fraction", type=float, default=0.1, help="slice held out from all clients")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--base-seed", type=int, default=0,
-                        help="seed of the public slice (a run's base-seed; the base model is pre-trained on the slice)")
+    from fedhei.config.flags import add_scenario_flags
+
+    add_scenario_flags(parser, DATA_KEYS)
     parser.add_argument("--plot", type=Path, help="save a PNG of the label distribution per client")
 
 
 def _data(args: argparse.Namespace) -> int:
     from fedhei.atomic import check_writable_file
+    from fedhei.config.flags import scenario_from_flags
     from fedhei.data.cifar10 import load_cifar10
-    from fedhei.data.partition import PartitionKind, PartitionSpec, make_partition
+    from fedhei.data.partition import make_partition
     from fedhei.reporting.tables import label_table, plot_label_distribution
 
-    spec = PartitionSpec(
-        kind=PartitionKind(args.partition),
-        num_clients=args.clients,
-        alpha=args.alpha,
-        classes_per_client=args.classes_per_client,
-        public_fraction=args.public_fraction,
-        seed=args.seed,
-        public_seed=args.base_seed,
-    )
+    scenario = scenario_from_flags(args, DATA_KEYS)
+    spec = scenario.partition_spec()
     if args.plot:
         check_writable_file(args.plot, "label distribution plot")
-    data = load_cifar10(args.data or None)
+    data = load_cifar10(scenario.data_source or None)
     partition = make_partition(data.train.labels, data.test.labels, spec)
     label_table(partition, data.test.labels, title=f"{spec.kind.value} split of {data.source}")
     if args.plot:
@@ -65,37 +60,24 @@ def _data(args: argparse.Namespace) -> int:
 
 
 def _pretrain_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default="vit-tiny-c10", help="model name (fedhei or timm)")
-    parser.add_argument("--recipe", default="smooth",
-                        help="smooth (label smoothing, warm-up, EMA), smooth-ra (and RandAugment), deit (and Mixup/CutMix), "
-                             "or plain (crop and flip only, fedhei's first recipe)")
-    parser.add_argument("--epochs", type=float, default=10.0)
-    parser.add_argument("--lr", type=float, default=2e-3)
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--public-fraction", type=float, default=0.1)
+    from fedhei.config.flags import add_scenario_flags
+
+    add_scenario_flags(parser, PRETRAIN_KEYS)
     parser.add_argument("--all-train", action="store_true", help="train on all of the training set, not the public slice")
-    parser.add_argument("--data", default="", help="CIFAR-10 source (default: search the usual places)")
-    parser.add_argument("--device", default="auto")
     parser.add_argument("--out", type=Path, help="also write the base model here (safetensors)")
 
 
 def _pretrain(args: argparse.Namespace) -> int:
-    from fedhei.data.cifar10 import load_cifar10
-    from fedhei.training.pretrain import PretrainSpec, pretrain
+    from dataclasses import replace
 
-    spec = PretrainSpec(
-        model=args.model,
-        recipe=args.recipe,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        seed=args.seed,
-        public_fraction=args.public_fraction,
-        all_train=args.all_train,
-    )
-    data = load_cifar10(args.data or None)
-    result = pretrain(data, spec, out=args.out, device=args.device)
+    from fedhei.config.flags import scenario_from_flags
+    from fedhei.data.cifar10 import load_cifar10
+    from fedhei.training.pretrain import pretrain
+
+    scenario = scenario_from_flags(args, PRETRAIN_KEYS)
+    spec = replace(scenario.pretrain_spec(), all_train=args.all_train)
+    data = load_cifar10(scenario.data_source or None)
+    result = pretrain(data, spec, out=args.out, device=scenario.device)
     origin = "cached" if result.cached else "trained"
     timing = "training time not recorded" if result.seconds is None else f"{result.seconds:.0f} s of training"
     print(f"{spec.model}: test accuracy {result.test_accuracy:.4f} ({origin}, {spec.recipe} recipe; "
@@ -152,14 +134,14 @@ def _bench_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from fedhei.experiments.run import run_command
+    from strategies.simulation import run_command
 
     return run_command(args.scenario, args.overrides, args.strategies, args.out, args.data, args.resume,
                        verbose=args.verbose, quiet=args.quiet, seeds=args.seeds, overwrite=args.overwrite)
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from fedhei.experiments.run import bench_command
+    from strategies.simulation import bench_command
 
     return bench_command(args.scenario, args.overrides, args.strategies, args.out, args.data,
                          verbose=args.verbose, quiet=args.quiet, seeds=args.seeds, resume=args.resume, overwrite=args.overwrite)
@@ -205,15 +187,24 @@ COMMANDS: dict[str, Command] = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The whole command line, or with ``only`` the arguments of that one command alone (none for ""): the
+    scenario flags of data, pretrain and compress import the scenario (torch and all), which no other command
+    nor ``fedhei --help`` should wait for."""
     parser = argparse.ArgumentParser(prog="fedhei", description="Federated personalization by layer roles and pruning.")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     commands = parser.add_subparsers(dest="command", required=True)
     for name, command in COMMANDS.items():
         sub = commands.add_parser(name, help=command.help, description=command.help)
-        command.add_arguments(sub)
+        if only in (None, name):
+            command.add_arguments(sub)
         sub.set_defaults(handler=command.run)
     return parser
+
+
+def _command_named(argv: Sequence[str]) -> str:
+    """The command in ``argv``: its first word that is not an option ("" for none)."""
+    return next((argument for argument in argv if not argument.startswith("-")), "")
 
 
 def _one_line(error: Exception) -> str:
@@ -222,7 +213,8 @@ def _one_line(error: Exception) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(_command_named(argv)).parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         return args.handler(args)

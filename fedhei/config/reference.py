@@ -1,6 +1,6 @@
 """The configuration reference, written from the scenario's own fields.
 
-Each setting's key, type, default, choices and help are declared once, on
+Each setting's key, type, default, choices or range and help are declared once, on
 :class:`~fedhei.config.scenario.Scenario`; the documentation site renders this
 page at build time, so the reference cannot drift from the code.
 """
@@ -8,14 +8,12 @@ page at build time, so the reference cannot drift from the code.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import Field, fields
 from typing import Any
 
-from fedhei.config.scenario import _CHOICES, Scenario, _key
-from fedhei.method.scoring import FEDERATED_SCORERS
-
-# Choices read from a registry rather than from the scenario's own table.
-_REGISTRY_CHOICES: dict[str, tuple[str, ...]] = {"scorer": FEDERATED_SCORERS}
+from fedhei.config.scenario import Scenario, _key
+from fedhei.config.settings import bounds, choices, help_text
 
 _INTRO = """\
 # Configuration reference
@@ -24,8 +22,9 @@ Every setting of a run, as its run-config key. A scenario file is a flat TOML of
 these keys; `--set key=value` overrides one on the command line, and
 `flwr run . --run-config FILE` reads the same keys. A key left out takes the
 default below, which is also what `[tool.flwr.app.config]` in `pyproject.toml`
-lists. Every value is checked when the scenario is read: a bad one stops the run
-in one line before anything starts.
+lists, and what the flags of `fedhei data`, `fedhei pretrain` and `fedhei compress`
+(`--key`) default to. Every value is checked when the scenario is read: a bad one
+stops the run in one line before anything starts.
 
 This page is generated from the scenario's definition
 (`fedhei.config.scenario.Scenario`) when the site is built.
@@ -44,23 +43,16 @@ def toml_literal(value: Any) -> str:
     return repr(value)
 
 
-def choices(key: str) -> tuple[str, ...]:
-    """The values a key accepts, where it accepts only a few."""
-    return _CHOICES.get(key) or _REGISTRY_CHOICES.get(key, ())
-
-
-def help_text(entry: Field[Any]) -> str:
-    """A field's one line of help (empty when it has none, which a test forbids)."""
-    return str(entry.metadata.get("help", ""))
-
-
 def _row(entry: Field[Any]) -> str:
     key = _key(entry.name)
     kind = entry.type if isinstance(entry.type, str) else entry.type.__name__
     text = help_text(entry)
-    allowed = choices(key)
+    allowed = choices(entry)
     if allowed:
         text += " One of: " + ", ".join(f"`{value}`" for value in allowed) + "."
+    interval = bounds(entry)
+    if interval is not None:
+        text += f" Must be {interval}."
     return f"| `{key}` | {kind} | `{toml_literal(entry.default)}` | {markdown_text(text)} |"
 
 
@@ -74,3 +66,11 @@ def markdown_text(text: str) -> str:
 def reference_markdown() -> str:
     """The configuration reference page: one row per scenario field, in declaration order."""
     return _INTRO + "\n".join(_row(entry) for entry in fields(Scenario)) + "\n"
+
+
+def run_config_mismatches(config: Mapping[str, Any]) -> list[str]:
+    """The keys where a Flower app's run config (``[tool.flwr.app.config]``) differs from the scenario's
+    defaults, missing or extra included; a test keeps ``pyproject.toml``'s at none."""
+    defaults = Scenario().to_mapping()
+    return sorted(key for key in defaults.keys() | config.keys()
+                  if key not in config or key not in defaults or config[key] != defaults[key])

@@ -2,58 +2,51 @@
 
 A scenario TOML holds the Flower app's run-config keys (as in
 ``[tool.flwr.app.config]``), so ``fedhei run scenarios/x.toml`` and
-``flwr run . --run-config scenarios/x.toml`` run the same thing. The defaults below
-are the only defaults; a test keeps ``pyproject.toml`` equal to them.
+``flwr run . --run-config scenarios/x.toml`` run the same thing. Each field below is
+the one definition of its setting: default, help, and choices or range
+(:func:`~fedhei.config.settings.setting`). The components (partition, pre-training,
+training, scoring, distillation, the server's step) take no defaults of their own and
+are built from a scenario by its methods; the configuration reference, the command
+lines' flags and ``pyproject.toml`` (kept equal by a test) are derived from these fields.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import tomllib
-from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from fedhei.config.precision import Precision
+from fedhei.config.settings import check_value, setting
+from fedhei.data.cifar10 import NUM_CLASSES
 from fedhei.data.partition import PartitionKind, PartitionSpec
-from fedhei.data.text import TOPICS_SOURCE, TopicTextSpec
+from fedhei.data.text import TOPICS, TOPICS_SOURCE, TopicTextSpec
 from fedhei.errors import FedheiError
-from fedhei.federation.wire import Precision
 from fedhei.method.roles import RULES
-from fedhei.method.scoring import SENSING_DESIGNS, build_scorer, check_federated_scorer
+from fedhei.method.scoring import (
+    ANY_MODEL_SCORERS,
+    FEDERATED_SCORERS,
+    PERTURBING_SCORERS,
+    SENSING_DESIGNS,
+    SIGNALS,
+    SOLVERS,
+    ScorerSettings,
+)
 from fedhei.models.language import tokenizer_for
 from fedhei.models.registry import task_name
+from fedhei.models.tasks import LANGUAGE_MODELING
 from fedhei.training.device import check_device_name
 from fedhei.training.distill import DistillSettings
 from fedhei.training.loops import EVAL_PRECISIONS, TrainSettings
 from fedhei.training.optimizers import CLIENT_OPTIMIZERS, LrSchedule, ServerOptimizer, ServerSettings, round_lr
 from fedhei.training.pretrain import HUB, PretrainSpec
 from fedhei.training.recipes import RECIPES
-from fedhei.training.tasks import LANGUAGE_MODELING
 
 # When each client's model is also measured on the whole test set, weighted by its label proportions.
 WEIGHTED_EVAL_CHOICES = ("final", "every-round", "off")
-# Choices that belong to no registry; the others are read from their registries below.
-_CHOICES: dict[str, tuple[str, ...]] = {
-    "partition": tuple(kind.value for kind in PartitionKind),
-    "role-rule": tuple(RULES),
-    "sensing-design": SENSING_DESIGNS,
-    "shared-layers": ("per-client", "consensus"),
-    "state-store": ("disk", "context"),
-    "export-pruning": ("unstructured", "structured"),
-    "upload-precision": tuple(precision.value for precision in Precision),
-    "weighted-eval": WEIGHTED_EVAL_CHOICES,
-    "pretrain-recipe": tuple(RECIPES),
-    "client-optimizer": CLIENT_OPTIMIZERS,
-    "lr-schedule": tuple(schedule.value for schedule in LrSchedule),
-    "server-optimizer": tuple(kind.value for kind in ServerOptimizer),
-    "eval-precision": EVAL_PRECISIONS,
-}
-
-
-def setting(default: Any, help: str) -> Any:
-    """A scenario field: its default and the one line of help the reference and the CLI show."""
-    return field(default=default, metadata={"help": help})
 
 
 # Comma-separated settings, which a TOML file may also give as a list (a Flower run config holds no lists).
@@ -70,186 +63,169 @@ class Scenario:
     name: str = setting("default", "The run's name: runs go to <out-dir>/<name>/<strategy> (a scenario file's own name "
                                    "by default).")
     strategy: str = setting("fedhei", "The strategy: a built-in name, or package.module:Class for your own.")
-    num_server_rounds: int = setting(3, "Rounds of federated training.")
-    num_clients: int = setting(10, "Simulated users (Flower clients), one data shard each.")
-    fraction_train: float = setting(0.5, "Fraction of the clients sampled to train in each round.")
+    num_server_rounds: int = setting(3, "Rounds of federated training.", at_least=1)
+    num_clients: int = setting(10, "Simulated users (Flower clients), one data shard each.", at_least=1)
+    fraction_train: float = setting(0.5, "Fraction of the clients sampled to train in each round.", at_least=0, at_most=1)
     fraction_evaluate: float = setting(1.0, "Fraction of the clients sampled to evaluate in each round (0: no per-round "
-                                            "evaluation).")
-    seed: int = setting(0, "The run's seed: partition, sampling, training, scoring and faults are drawn from it.")
+                                            "evaluation).", at_least=0, at_most=1)
+    seed: int = setting(0, "The run's seed: partition, sampling, training, scoring and faults are drawn from it.",
+                        at_least=0)
     seeds: str = setting("", "Repeat the run once per seed (\"0,1,2\"), each drawing its own partition, sampling and "
                              "training; empty: one run with seed.")
     device: str = setting("auto", "Where clients compute: auto, cpu, cuda, cuda:N or mps.")
     out_dir: str = setting("runs", "Where runs go, as <out-dir>/<name>/<strategy>; give an absolute path with flwr run.")
     # Failures and faults.
     max_failed_fraction: float = setting(0.5, "A round in which more than this fraction of the sampled clients fail stops "
-                                              "the run.")
-    round_timeout: float = setting(3600.0, "Seconds the server waits for a round's replies; later ones count as timeouts.")
-    fault_crash: float = setting(0.0, "Injected fault: this fraction of training client-rounds raises in the ClientApp.")
-    fault_hang: float = setting(0.0, "Injected fault: this fraction of training client-rounds answers after round-timeout.")
+                                              "the run.", at_least=0, at_most=1)
+    round_timeout: float = setting(3600.0, "Seconds the server waits for a round's replies; later ones count as timeouts.",
+                                   above=0)
+    fault_crash: float = setting(0.0, "Injected fault: this fraction of training client-rounds raises in the ClientApp.",
+                                 at_least=0, at_most=1)
+    fault_hang: float = setting(0.0, "Injected fault: this fraction of training client-rounds answers after round-timeout.",
+                                at_least=0, at_most=1)
     fault_drop: float = setting(0.0, "Injected fault: this fraction of training client-rounds leaves the round at once, as "
-                                     "an offline node does.")
+                                     "an offline node does.", at_least=0, at_most=1)
     # Resources.
-    client_num_cpus: float = setting(1.0, "CPU cores each simulated client may use (its torch threads).")
-    client_num_gpus: float = setting(0.0, "Share of a GPU each simulated client may use (0.25: four clients per GPU).")
+    client_num_cpus: float = setting(1.0, "CPU cores each simulated client may use (its torch threads).", above=0)
+    client_num_gpus: float = setting(0.0, "Share of a GPU each simulated client may use (0.25: four clients per GPU).",
+                                     at_least=0)
     ray_address: str = setting("", "An existing Ray cluster to run the simulation on (host:port of its head); empty: a "
                                    "local one.")
     # The data and how it is split over users.
     data_source: str = setting("", "CIFAR-10: a cifar-10-batches-py folder, an image folder or .tar.gz, download or "
                                    "synthetic; topics for text; empty: search the usual places.")
-    partition: str = setting("dirichlet", "How the training set is split over clients.")
-    dirichlet_alpha: float = setting(0.1, "Dirichlet concentration of the label skew (smaller: more skewed).")
-    classes_per_client: int = setting(2, "Classes each client holds with the pathological partition.")
+    partition: str = setting("dirichlet", "How the training set is split over clients.",
+                             choices=tuple(kind.value for kind in PartitionKind))
+    dirichlet_alpha: float = setting(0.1, "Dirichlet concentration of the label skew (smaller: more skewed).", above=0)
+    classes_per_client: int = setting(2, "Classes each client holds with the pathological partition.", at_least=1,
+                                      at_most=NUM_CLASSES)
     public_fraction: float = setting(0.1, "Stratified slice of the training set that no client holds, for pre-training "
-                                          "the base model.")
+                                          "the base model.", above=0, below=1)
     test_ratio: float = setting(0.2, "Each client's test split, as a fraction of its training shard, with its label "
-                                     "proportions.")
+                                     "proportions.", above=0, at_most=1)
     # Language models: generated topic text (data-source "topics"), one topic per client.
-    text_topics: int = setting(6, "Language models: distinct topics; client i writes about topic i mod text-topics.")
-    text_documents: int = setting(200, "Language models: training documents per client.")
-    text_sequence_length: int = setting(64, "Language models: tokens (bytes) per training sequence.")
+    text_topics: int = setting(6, "Language models: distinct topics; client i writes about topic i mod text-topics.",
+                               at_least=1, at_most=len(TOPICS))
+    text_documents: int = setting(200, "Language models: training documents per client.", at_least=1)
+    text_sequence_length: int = setting(64, "Language models: tokens (bytes) per training sequence.", at_least=1)
     # The shared base model.
     model: str = setting("vit-tiny-c10", "The model: a fedhei or timm name, or a local Qwen2 checkpoint folder.")
     base_model: str = setting("", "The base model's checkpoint, or \"hub\" for timm's weights; empty: pre-trained on the "
                                   "public slice (a language model starts from its own weights or a seeded random init).")
-    base_seed: int = setting(0, "Seed of the public slice and of pre-training: one base model shared by every run seed.")
+    base_seed: int = setting(0, "Seed of the public slice and of pre-training: one base model shared by every run seed.",
+                             at_least=0)
     base_per_seed: bool = setting(False, "Pre-train one base model per run seed instead (slice and pre-training follow "
                                          "seed).")
-    pretrain_recipe: str = setting("smooth", "How the base model is regularized while pre-training.")
-    pretrain_epochs: float = setting(30.0, "Epochs of pre-training on the public slice.")
-    pretrain_lr: float = setting(2e-3, "Peak learning rate of pre-training.")
-    pretrain_batch_size: int = setting(128, "Batch size of pre-training.")
+    pretrain_recipe: str = setting("smooth", "How the base model is regularized while pre-training.", choices=tuple(RECIPES))
+    pretrain_epochs: float = setting(30.0, "Epochs of pre-training on the public slice.", above=0)
+    pretrain_lr: float = setting(2e-3, "Peak learning rate of pre-training.", above=0)
+    pretrain_batch_size: int = setting(128, "Batch size of pre-training (Mixup pairs images).", at_least=2)
     # Local training on each client.
-    local_epochs: float = setting(1.0, "Epochs of local training per round (fractions allowed).")
-    max_local_steps: int = setting(0, "At most this many optimizer steps per round; 0: no cap.")
-    batch_size: int = setting(64, "Batch size of local training, scoring and evaluation.")
-    lr: float = setting(5e-4, "Learning rate of local training (AdamW, cosine schedule within the round).")
+    local_epochs: float = setting(1.0, "Epochs of local training per round (fractions allowed).", above=0)
+    max_local_steps: int = setting(0, "At most this many optimizer steps per round; 0: no cap.", at_least=0)
+    batch_size: int = setting(64, "Batch size of local training, scoring and evaluation.", at_least=1)
+    lr: float = setting(5e-4, "Learning rate of local training (AdamW, cosine schedule within the round).", above=0)
     # The HEI method: scoring, roles, pruning.
-    prob: float = setting(0.5, "Pruning ratio of generic layers, and the ratio at which scorers randomly perturb a layer.")
-    personal_factor: float = setting(0.5, "Personalized layers are pruned at prob times this.")
-    scorer: str = setting("sensing", "How each layer's sensitivity is measured (sensing, exhaustive, magnitude, fisher, ...).")
-    signal: str = setting("loss", "What a perturbation is measured on: loss, or entropy (mean predictive entropy).")
-    sensing_measurements: float = setting(0.3, "Sensing budget: a fraction of the layer count in (0, 1], or a count above 1.")
-    sensing_solver: str = setting("lasso", "Sparse recovery of the random and signed sensing designs: lasso or omp.")
-    sensing_design: str = setting("blocks", "How sensing groups layers into measurements.")
-    calibration_batches: int = setting(2, "Batches of the client's data each measurement runs on.")
-    role_rule: str = setting("top-fraction", "How sensitivities become roles: sensitive layers are personalized.")
-    role_threshold: float = setting(0.25, "The role rule's threshold (for top-fraction, the fraction personalized).")
+    prob: float = setting(0.5, "Pruning ratio of generic layers, and the ratio at which scorers randomly perturb a layer.",
+                          at_least=0, below=1)
+    personal_factor: float = setting(0.5, "Personalized layers are pruned at prob times this.", at_least=0, at_most=1)
+    scorer: str = setting("sensing", "How each layer's sensitivity is measured, from the client's own model and data "
+                                     "alone.", choices=FEDERATED_SCORERS)
+    signal: str = setting("loss", "What a perturbation is measured on: loss, or entropy (mean predictive entropy).",
+                          choices=tuple(SIGNALS))
+    sensing_measurements: float = setting(0.3, "Sensing budget: a fraction of the layer count in (0, 1], or a count above 1.",
+                                          above=0)
+    sensing_solver: str = setting("lasso", "Sparse recovery of the random and signed sensing designs.",
+                                  choices=tuple(SOLVERS))
+    sensing_design: str = setting("blocks", "How sensing groups layers into measurements.", choices=SENSING_DESIGNS)
+    calibration_batches: int = setting(2, "Batches of the client's data each measurement runs on.", at_least=1)
+    role_rule: str = setting("top-fraction", "How sensitivities become roles: sensitive layers are personalized.",
+                             choices=tuple(RULES))
+    role_threshold: float = setting(0.25, "The role rule's threshold (for top-fraction, the fraction personalized).",
+                                    at_least=0, at_most=1)
     pruning_steps: int = setting(3, "Step buffering: a client reaches its target ratios over this many cubic steps, one "
-                                    "per round it trains.")
-    reclassify_every: int = setting(0, "Score and classify again every this many rounds; 0: once, on first participation.")
+                                    "per round it trains.", at_least=1)
+    reclassify_every: int = setting(0, "Score and classify again every this many rounds; 0: once, on first participation.",
+                                    at_least=0)
     shared_layers: str = setting("per-client", "Which layers are shared: each client's own generic ones, or a consensus "
-                                               "fixed after round 1 by the clients' votes.")
+                                               "fixed after round 1 by the clients' votes.",
+                                 choices=("per-client", "consensus"))
     export_pruning: str = setting("unstructured", "The exported model: masked weights, or structurally pruned (whole "
-                                                  "heads and channels removed).")
+                                                  "heads and channels removed).", choices=("unstructured", "structured"))
     # The final local round recovers from pruning by distillation from the unpruned model.
     distill: bool = setting(False, "Recover in the final local round by distillation from the model before its last "
                                    "pruning step.")
-    distill_temperature: float = setting(4.0, "Distillation temperature: softens teacher and student.")
-    distill_alpha: float = setting(0.5, "Weight of distillation's soft targets; the labels get 1 minus this.")
+    distill_temperature: float = setting(4.0, "Distillation temperature: softens teacher and student.", above=0)
+    distill_alpha: float = setting(0.5, "Weight of distillation's soft targets; the labels get 1 minus this.", at_least=0,
+                                   at_most=1)
     # Client state and what clients send.
     state_store: str = setting("disk", "Where client state lives between rounds: disk (a killed run can resume) or "
-                                       "context (Flower's in-memory context.state).")
+                                       "context (Flower's in-memory context.state).", choices=("disk", "context"))
     upload_precision: str = setting("float32", "What clients upload: float32 weights, or the change from the global "
-                                               "model at float16 or int8.")
+                                               "model at float16 or int8.",
+                                    choices=tuple(precision.value for precision in Precision))
     state_dir: str = setting("", "Where client state is kept on disk; empty: state/ under the run directory.")
     weighted_eval: str = setting("final", "When each client's model is also measured on the whole test set, weighted by "
-                                          "its label proportions (images only).")
+                                          "its label proportions (images only).", choices=WEIGHTED_EVAL_CHOICES)
     compare_to: str = setting("local,fedavg-ft", "A bench compares every strategy, client by client, against each of "
                                                  "these it ran.")
     # Strategies' own settings.
-    ditto_lambda: float = setting(1.0, "Ditto: the personal model's pull toward the global one (lambda / 2 * ||v - w||^2).")
-    ala_layers: int = setting(1, "FedALA: top parameter groups blended (1: the head; 2: also the last block, ...).")
-    ala_sample: float = setting(0.8, "FedALA: fraction of the shard the blending weights learn on.")
-    ala_lr: float = setting(1.0, "FedALA: learning rate of the blending weights.")
-    ala_start_epochs: int = setting(10, "FedALA: epochs the blending weights learn the first time (one on later rounds).")
+    ditto_lambda: float = setting(1.0, "Ditto: the personal model's pull toward the global one (lambda / 2 * ||v - w||^2).",
+                                  at_least=0)
+    ala_layers: int = setting(1, "FedALA: top parameter groups blended (1: the head; 2: also the last block, ...).",
+                              at_least=1)
+    ala_sample: float = setting(0.8, "FedALA: fraction of the shard the blending weights learn on.", at_least=0, at_most=1)
+    ala_lr: float = setting(1.0, "FedALA: learning rate of the blending weights.", at_least=0)
+    ala_start_epochs: int = setting(10, "FedALA: epochs the blending weights learn the first time (one on later rounds).",
+                                    at_least=1)
     babu_finetune_body: bool = setting(True, "FedBABU: the final fine-tune trains the body along with the head.")
     # The federation's optimizers (Reddi et al. 2021): the clients' local one and the server's step.
-    client_optimizer: str = setting("adamw", "The clients' local optimizer: sgd or adamw, fresh in every round.")
-    momentum: float = setting(0.9, "SGD's momentum on the clients (client-optimizer sgd).")
-    weight_decay: float = setting(0.05, "The clients' weight decay (decoupled for adamw, L2 for sgd).")
+    client_optimizer: str = setting("adamw", "The clients' local optimizer, fresh in every round.", choices=CLIENT_OPTIMIZERS)
+    momentum: float = setting(0.9, "SGD's momentum on the clients (client-optimizer sgd).", at_least=0, below=1)
+    weight_decay: float = setting(0.05, "The clients' weight decay (decoupled for adamw, L2 for sgd).", at_least=0)
     lr_schedule: str = setting("constant", "How the clients' lr moves over the rounds: constant, cosine (from lr in "
-                               "round 1 towards 0) or exponential (lr * lr-decay ** (round - 1)).")
-    lr_decay: float = setting(0.98, "The per-round factor of lr-schedule exponential.")
+                               "round 1 towards 0) or exponential (lr * lr-decay ** (round - 1)).",
+                               choices=tuple(schedule.value for schedule in LrSchedule))
+    lr_decay: float = setting(0.98, "The per-round factor of lr-schedule exponential.", above=0, at_most=1)
     finetune_epochs: float = setting(1.0, "The final local round's epochs, the same for every strategy (a cosine "
-                                     "from lr to 0 over them).")
-    finetune_steps: int = setting(0, "Caps the final local round's optimizer steps; 0: no cap.")
+                                     "from lr to 0 over them).", above=0)
+    finetune_steps: int = setting(0, "Caps the final local round's optimizer steps; 0: no cap.", at_least=0)
     server_optimizer: str = setting("avg", "The server's step with the clients' masked average: avg (FedAvg), avgm "
-                                    "(FedAvgM), adam (FedAdam) or yogi (FedYogi).")
-    server_lr: float = setting(1.0, "The server's learning rate (1 with avg: the average itself).")
-    server_momentum: float = setting(0.9, "avgm's server momentum.")
-    server_beta1: float = setting(0.9, "adam and yogi's first-moment decay.")
-    server_beta2: float = setting(0.99, "adam and yogi's second-moment decay.")
-    server_tau: float = setting(1e-3, "adam and yogi's adaptivity (added to the root of the second moment).")
+                                    "(FedAvgM), adam (FedAdam) or yogi (FedYogi).",
+                                    choices=tuple(kind.value for kind in ServerOptimizer))
+    server_lr: float = setting(1.0, "The server's learning rate (1 with avg: the average itself).", above=0)
+    server_momentum: float = setting(0.9, "avgm's server momentum.", at_least=0, below=1)
+    server_beta1: float = setting(0.9, "adam and yogi's first-moment decay.", at_least=0, below=1)
+    server_beta2: float = setting(0.99, "adam and yogi's second-moment decay.", at_least=0, below=1)
+    server_tau: float = setting(1e-3, "adam and yogi's adaptivity (added to the root of the second moment; keeps their "
+                                      "step finite).", above=0)
     global_eval_every: int = setting(1, "Evaluate the global model on the whole test set every this many rounds "
-                                     "(and after the last; the base as round 0); 0: never.")
+                                     "(and after the last; the base as round 0); 0: never.", at_least=0)
     eval_precision: str = setting("bfloat16", "Compute precision of every evaluation's forward pass (training stays "
-                                  "float32); bfloat16 pays only where the CPU (AVX-512-BF16, AMX) or GPU computes in it.")
+                                  "float32); bfloat16 pays only where the CPU (AVX-512-BF16, AMX) or GPU computes in it.",
+                                  choices=EVAL_PRECISIONS)
 
     def __post_init__(self) -> None:
-        """Check every setting now, so a bad one fails at parse time, never inside a worker."""
-        for key, allowed in _CHOICES.items():
-            value = getattr(self, _attr(key))
-            if value not in allowed:
-                raise FedheiError(f"{key} is '{value}'; choose one of: {', '.join(allowed)}")
-        check_federated_scorer(self.scorer)
-        positive = ("num-server-rounds", "num-clients", "batch-size", "pruning-steps", "calibration-batches",
-                    "ala-layers", "ala-start-epochs", "pretrain-batch-size")
-        for key in positive:
-            if getattr(self, _attr(key)) < 1:
-                raise FedheiError(f"{key} is {getattr(self, _attr(key))}; it must be at least 1")
-        fractions = ("fraction-train", "fraction-evaluate", "personal-factor", "max-failed-fraction",
-                     "fault-crash", "fault-hang", "fault-drop", "ala-sample")
-        for key in fractions:
-            value = getattr(self, _attr(key))
-            if not 0 <= value <= 1:
-                raise FedheiError(f"{key} is {value}; it must be in [0, 1]")
-        if not 0 <= self.prob < 1:
-            raise FedheiError(f"prob is {self.prob}; it must be in [0, 1) (the pruning ratio of generic layers)")
-        if not self.local_epochs > 0 or not self.lr > 0 or not self.finetune_epochs > 0:
-            raise FedheiError("local-epochs, finetune-epochs and lr must be > 0")
-        if not 0 <= self.momentum < 1 or self.weight_decay < 0 or not 0 < self.lr_decay <= 1:
-            raise FedheiError(f"momentum is {self.momentum:g}, weight-decay {self.weight_decay:g} and lr-decay "
-                              f"{self.lr_decay:g}; momentum must be in [0, 1), weight-decay >= 0, lr-decay in (0, 1]")
-        for key in ("max-local-steps", "finetune-steps", "global-eval-every"):
-            if getattr(self, _attr(key)) < 0:
-                raise FedheiError(f"{key} is {getattr(self, _attr(key))}; it must be >= 0 (0: no cap, or never)")
-        self.server_settings()
-        for key in ("ditto-lambda", "ala-lr"):
-            if not getattr(self, _attr(key)) >= 0:
-                raise FedheiError(f"{key} is {getattr(self, _attr(key))}; it must be >= 0")
-        if self.sensing_measurements <= 0:
-            raise FedheiError(f"sensing-measurements is {self.sensing_measurements}; give a fraction of the layer "
-                              "count in (0, 1] or a count above 1")
-        if not 0 <= self.role_threshold <= 1:
-            raise FedheiError(f"role-threshold is {self.role_threshold}; it must be in [0, 1] "
-                              f"(a fraction for role-rule '{self.role_rule}')")
+        """Check every setting now, so a bad one fails at parse time, never inside a worker: each field
+        against its own declaration, then the few rules that join several settings."""
+        for entry in fields(self):
+            check_value(_key(entry.name), entry, getattr(self, entry.name))
+        if self.sensing_measurements > 1 and self.sensing_measurements != int(self.sensing_measurements):
+            raise FedheiError(f"sensing-measurements is {self.sensing_measurements}; give a fraction of the layer count "
+                              "in (0, 1] or a whole number of measurements")
+        if self.scorer in PERTURBING_SCORERS and self.prob == 0:
+            raise FedheiError(f"prob is {self.prob:g}, but scorer '{self.scorer}' perturbs each layer by random pruning "
+                              "at ratio prob, which needs a prob in (0, 1)")
         self._check_failure_settings()
-        self._check_resources()
+        check_device_name(self.device)
         self._check_seeds()
-        # Built here so a bad split, model, schedule or scorer fails at parse time, not inside a worker.
-        self.partition_spec()
-        self.pretrain_spec()
         if self.is_language_model:
-            if self.data_source not in ("", TOPICS_SOURCE):
-                raise FedheiError(f"data-source is '{self.data_source}' but {self.model} is a language model; "
-                                  f"use '{TOPICS_SOURCE}' (generated topic text) or leave it empty")
-            if self.text_sequence_length < 1:
-                raise FedheiError(f"text-sequence-length is {self.text_sequence_length}; it must be at least 1")
-            self.text_spec()
-            tokenizer_for(self.model)
-            check_federated_scorer(self.scorer, language_model=True)
-            if self.base_model == HUB:
-                raise FedheiError(f"base-model is '{HUB}' but {self.model} is a language model, which fedhei never "
-                                  "downloads; give a local checkpoint folder, or leave it empty for a seeded random start")
+            self._check_language_model()
         elif self.data_source == TOPICS_SOURCE:
             raise FedheiError(f"data-source '{TOPICS_SOURCE}' is text, but {self.model} is an image model; "
                               "choose a language model (e.g. qwen2-tiny)")
-        self._check_scorer()
 
     def _check_failure_settings(self) -> None:
-        if not self.round_timeout > 0:
-            raise FedheiError(f"round-timeout is {self.round_timeout}; give the seconds the server waits for a round's "
-                              "replies (> 0)")
         injected = self.fault_crash + self.fault_hang + self.fault_drop
         if injected > 1:
             raise FedheiError(f"fault-crash + fault-hang + fault-drop is {injected:g}; together they are a fraction of "
@@ -260,8 +236,6 @@ class Scenario:
                               "(e.g. 30)")
 
     def _check_seeds(self) -> None:
-        if self.seed < 0 or self.base_seed < 0:
-            raise FedheiError(f"seed is {self.seed} and base-seed {self.base_seed}; seeds must be non-negative integers")
         if self.seeds and self.seed != 0:
             raise FedheiError(f"seed is {self.seed} and seeds is '{self.seeds}'; seeds sets every run's seed, so give one "
                               "of the two (e.g. seeds = \"0,1,2\", or seed = 3 alone)")
@@ -271,23 +245,17 @@ class Scenario:
         self.run_seeds()
         self.references()
 
-    def _check_resources(self) -> None:
-        check_device_name(self.device)
-        if not self.client_num_cpus > 0 or self.client_num_gpus < 0:
-            raise FedheiError(f"client-num-cpus is {self.client_num_cpus} and client-num-gpus {self.client_num_gpus}; "
-                              "CPUs must be > 0 and GPUs >= 0 (a fraction shares one GPU between clients)")
-
-    def _check_scorer(self) -> None:
-        """Build the scorer every client will build, so its settings fail here if they would fail there."""
-        try:
-            build_scorer(self.scorer, signal=self.signal, prob=self.prob, measurements=self.sensing_measurements,
-                         solver=self.sensing_solver, design=self.sensing_design)
-        except FedheiError as error:
-            if "prob" not in str(error):
-                raise
-            raise FedheiError(f"prob is {self.prob:g}, but scorer '{self.scorer}' perturbs each layer by random pruning "
-                              "at ratio prob, which needs a prob in (0, 1)") from error
-        DistillSettings(temperature=self.distill_temperature, alpha=self.distill_alpha)
+    def _check_language_model(self) -> None:
+        if self.data_source not in ("", TOPICS_SOURCE):
+            raise FedheiError(f"data-source is '{self.data_source}' but {self.model} is a language model; "
+                              f"use '{TOPICS_SOURCE}' (generated topic text) or leave it empty")
+        tokenizer_for(self.model)
+        if self.scorer not in ANY_MODEL_SCORERS:
+            raise FedheiError(f"scorer '{self.scorer}' reads a ViT's attention and cannot score a language model; choose "
+                              f"one of: {', '.join(ANY_MODEL_SCORERS)}")
+        if self.base_model == HUB:
+            raise FedheiError(f"base-model is '{HUB}' but {self.model} is a language model, which fedhei never "
+                              "downloads; give a local checkpoint folder, or leave it empty for a seeded random start")
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> Scenario:
@@ -413,6 +381,14 @@ class Scenario:
         centralized reference a federation is held against (each epoch takes at least one step)."""
         return self._client_training(float(steps), self.lr, steps, decay_in_call)
 
+    def scorer_settings(self) -> ScorerSettings:
+        """What a client's scorer measures with: its signal, perturbation ratio and sensing budget."""
+        return ScorerSettings(signal=self.signal, prob=self.prob, measurements=self.sensing_measurements,
+                              solver=self.sensing_solver, design=self.sensing_design)
+
+    def distill_settings(self) -> DistillSettings:
+        return DistillSettings(temperature=self.distill_temperature, alpha=self.distill_alpha)
+
     def server_settings(self) -> ServerSettings:
         return ServerSettings(
             kind=ServerOptimizer(self.server_optimizer),
@@ -422,6 +398,12 @@ class Scenario:
             beta2=self.server_beta2,
             tau=self.server_tau,
         )
+
+
+def check_setting(key: str, value: Any) -> None:
+    """One value of a setting against its declaration, for a command that compares several values of it."""
+    entry = next(entry for entry in fields(Scenario) if _key(entry.name) == key)
+    check_value(key, entry, value)
 
 
 def parse_override(text: str) -> tuple[str, Any]:
@@ -434,6 +416,14 @@ def parse_override(text: str) -> tuple[str, Any]:
     except tomllib.TOMLDecodeError:
         value = raw
     return key.strip(), value
+
+
+def load_scenario(path: Path, overrides: Sequence[str], data: str = "") -> Scenario:
+    """A scenario file with the command line's ``--set`` overrides and ``--data`` source on top."""
+    values = dict(parse_override(text) for text in overrides)
+    if data:
+        values["data-source"] = data
+    return Scenario.from_toml(path, values)
 
 
 def _parse_list(key: str, text: str, kind: type) -> tuple[Any, ...]:
@@ -467,7 +457,3 @@ def _coerce(key: str, value: Any, expected: type) -> Any:
 
 def _key(attr: str) -> str:
     return attr.replace("_", "-")
-
-
-def _attr(key: str) -> str:
-    return key.replace("-", "_")

@@ -114,21 +114,15 @@ TOPIC_NAMES: tuple[str, ...] = tuple(TOPICS)
 
 @dataclass(frozen=True)
 class TopicTextSpec:
-    """How much text each client holds and how many distinct topics the clients cover."""
+    """How much text each client holds and how many distinct topics the clients cover; a scenario's
+    ``text_spec()`` builds it from its checked ``text-*`` settings."""
 
     num_clients: int
-    num_topics: int = len(TOPICS)
-    train_documents: int = 200
-    test_documents: int = 50
-    public_documents: int = 400
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if not 1 <= self.num_topics <= len(TOPICS):
-            raise FedheiError(f"text-topics is {self.num_topics}; it must be between 1 and {len(TOPICS)} "
-                              f"({', '.join(TOPIC_NAMES)})")
-        if self.num_clients < 1 or min(self.train_documents, self.test_documents) < 1 or self.public_documents < 0:
-            raise FedheiError("topic text needs at least one client and one training and test document per client")
+    num_topics: int
+    train_documents: int
+    test_documents: int
+    public_documents: int
+    seed: int
 
     def topic_of(self, client_id: int) -> str:
         return TOPIC_NAMES[client_id % self.num_topics]
@@ -252,8 +246,6 @@ def token_sequences(texts: Sequence[str], tokenizer: Tokenizer, sequence_length:
     """The documents as one token stream (each ended by end-of-text), cut into rows of
     ``sequence_length + 1`` tokens: a row's first ``sequence_length`` tokens are the input,
     its last ``sequence_length`` the targets. The incomplete tail is dropped."""
-    if sequence_length < 1:
-        raise FedheiError(f"sequence length is {sequence_length}; it must be at least 1")
     stream = [token for text in texts for token in (*tokenizer.encode(text), tokenizer.end_of_text)]
     rows = len(stream) // (sequence_length + 1)
     return np.asarray(stream[: rows * (sequence_length + 1)], dtype=np.int64).reshape(rows, sequence_length + 1)

@@ -1,10 +1,16 @@
-"""Where the runs of a scenario go: one directory per run, one more level per seed when seeds are given."""
+"""Where the runs of a scenario go: one directory per run, one more level per seed when seeds are given; and where
+their clients keep state, which the server and the clients must agree on."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from fedhei.config.scenario import Scenario
+
+
+def state_root(scenario: Scenario, run_dir: Path) -> Path:
+    """Where the clients keep their state on disk: ``state-dir``, else the run directory's ``state/``."""
+    return Path(scenario.state_dir) if scenario.state_dir else run_dir / "state"
 
 
 def seed_dir(run_dir: Path, seed: int) -> Path:

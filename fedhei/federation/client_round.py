@@ -32,10 +32,10 @@ from fedhei.method.scoring import build_scorer
 from fedhei.models.adapters import adapter_for
 from fedhei.models.language import tokenizer_for
 from fedhei.models.registry import create_model, linear_layers
+from fedhei.models.tasks import PERPLEXITY, Batches
 from fedhei.training.device import pick_device
 from fedhei.training.label_weighted import weighted_metrics
 from fedhei.training.loops import TRAINED_EXAMPLES, apply_masks, batches_for, evaluate
-from fedhei.training.tasks import PERPLEXITY, Batches
 
 Arrays = dict[str, np.ndarray]
 
@@ -183,14 +183,7 @@ def _roles(job: ClientJob, model: nn.Module, data: ClientData, state: ClientStat
         assert state is not None and state.roles is not None
         return RoleDecision(state.roles, 0, scored=False)
     scenario = job.scenario
-    scorer = build_scorer(
-        scenario.scorer,
-        signal=scenario.signal,
-        prob=scenario.prob,
-        measurements=scenario.sensing_measurements,
-        solver=scenario.sensing_solver,
-        design=scenario.sensing_design,
-    )
+    scorer = build_scorer(scenario.scorer, scenario.scorer_settings())
     calibration = list(islice(data.train.batches(scenario.batch_size, shuffle=True, seed=job.seed), scenario.calibration_batches))
     scores = scorer(model, calibration, seed=job.seed)
     return RoleDecision(classify(scores, scenario.role_rule, scenario.role_threshold), scores.forward_passes, scored=True)
@@ -230,7 +223,7 @@ def local_round(job: ClientJob, global_arrays: Arrays, state: ClientState | None
     algorithm = algorithm_for(job.policy.algorithm)
     teacher = copy.deepcopy(model) if job.complete_schedule and job.scenario.distill and masks else None
     settings = job.scenario.finetune_settings() if job.complete_schedule else job.scenario.train_settings(job.server_round)
-    work = LocalTraining(job.scenario, job.policy, job.seed, settings, model, data.train, masks, state, teacher)
+    work = LocalTraining(job.scenario, job.policy.head_epochs, job.seed, settings, model, data.train, masks, state, teacher)
     trained = algorithm.finetune(work) if job.complete_schedule else algorithm.train(work)
     metrics = dict(trained.metrics)
     personalized = roles.personalized() if roles is not None else []

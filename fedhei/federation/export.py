@@ -13,8 +13,8 @@ from fedhei import atomic
 from fedhei.federation.client_round import Arrays, ClientJob, client_data, local_round, merge, task_figures
 from fedhei.federation.state import ClientState
 from fedhei.method.pruning import compression, layer_ratios
-from fedhei.method.structured import save_structured, structured_prune
-from fedhei.models.checkpoints import dense_file_bytes, save_sparse
+from fedhei.method.structured import structured_prune
+from fedhei.models.checkpoints import dense_file_bytes, save_sparse, save_structured
 from fedhei.models.registry import count_parameters, linear_layers
 from fedhei.training.loops import evaluate
 

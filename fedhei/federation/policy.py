@@ -13,10 +13,9 @@ from enum import StrEnum
 from typing import Any
 
 from fedhei.errors import FedheiError
-
-# Client algorithms a policy names by themselves (the registry holds them all).
-PLAIN = "plain"
-FEDREP = "fedrep"
+from fedhei.federation.algorithms import algorithm_for
+from fedhei.federation.algorithms.base import PLAIN
+from fedhei.federation.algorithms.fedrep import FEDREP
 
 
 class Sharing(StrEnum):
@@ -47,9 +46,6 @@ class ClientPolicy:
     head_epochs: float = 0.0
 
     def __post_init__(self) -> None:
-        # Imported here: the algorithms read this module's names.
-        from fedhei.federation.algorithms import algorithm_for
-
         algorithm_for(self.algorithm)
         if self.head_epochs < 0 or (self.head_epochs > 0 and self.algorithm != FEDREP):
             raise FedheiError(f"head-epochs is {self.head_epochs:g}; it is the fedrep algorithm's head training (>= 0) "

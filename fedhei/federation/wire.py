@@ -27,10 +27,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from enum import StrEnum
 
 import numpy as np
 
+from fedhei.config.precision import Precision
 from fedhei.models.sparse import MASK_SUFFIX, VALUES_SUFFIX, pack_mask, unpack_mask
 
 DELTA_F16_SUFFIX = "::delta-f16"
@@ -38,14 +38,6 @@ DELTA_I8_SUFFIX = "::delta-i8"
 SCALE_SUFFIX = "::scale"
 # Symmetric codes: -128 is never sent, so code * scale spans [-peak, peak] exactly.
 INT8_LEVELS = 127
-
-
-class Precision(StrEnum):
-    """What a client's update values travel as (``upload-precision``)."""
-
-    FLOAT32 = "float32"
-    FLOAT16 = "float16"
-    INT8 = "int8"
 
 
 class UpdateError(ValueError):

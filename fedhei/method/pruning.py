@@ -22,12 +22,8 @@ Masks = dict[str, torch.Tensor]
 
 
 
-def layer_ratios(roles: RoleMap, prob: float, personal_factor: float = 0.5) -> dict[str, float]:
-    """``prob`` for generic layers, ``prob * personal_factor`` for personalized ones."""
-    if not 0 <= prob < 1:
-        raise FedheiError(f"prob is {prob}; it must be in [0, 1)")
-    if not 0 <= personal_factor <= 1:
-        raise FedheiError(f"personal-factor is {personal_factor}; it must be in [0, 1]")
+def layer_ratios(roles: RoleMap, prob: float, personal_factor: float) -> dict[str, float]:
+    """``prob`` for generic layers, ``prob * personal_factor`` for personalized ones (a scenario's checked settings)."""
     return {layer: prob * personal_factor if roles.roles[layer] == PERSONALIZED else prob for layer in roles.layers}
 
 

@@ -1,5 +1,6 @@
 """Structured pruning: whole attention heads and MLP channels removed, so tensors,
-files and compute really shrink; and its safetensors format.
+files and compute really shrink. Its safetensors format lives with the other
+checkpoints (:func:`fedhei.models.checkpoints.save_structured`), whose loader reads it.
 
 How it cuts: by slicing the Linear layers along the groups the model's adapter
 describes (:mod:`fedhei.models.adapters`: an attention unit spans q, k, v and the
@@ -18,26 +19,17 @@ unit out), so any importance works with this pruner.
 from __future__ import annotations
 
 import copy
-import json
 import math
 from collections.abc import Callable, Mapping
-from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
 
-from fedhei.errors import FedheiError
 from fedhei.method.pruning import cubic_ratio, modules_named
 from fedhei.models.adapters import StructuredGroup, adapter_for
-from fedhei.models.checkpoints import load_state
-from fedhei.models.registry import create_model, linear_layers
-from fedhei.models.safetensors_file import write_safetensors
 
 # A group of the model in, one score per unit (head group or channel) out; low scores go first.
 Importance = Callable[[nn.Module, StructuredGroup], torch.Tensor]
-
-STRUCTURE_KEY = "fedhei-structure"
 
 
 def group_magnitude(model: nn.Module, group: StructuredGroup) -> torch.Tensor:
@@ -126,39 +118,3 @@ def structured_with_schedule(
         current = structured_prune(current, step_ratios, importance=importance, widths=widths)
         finetune(current)
     return current
-
-
-def structure(model: nn.Module) -> dict[str, Any]:
-    """The shapes that make a structurally pruned model differ from its base."""
-    return {"layers": {layer.name: [layer.out_features, layer.in_features] for layer in linear_layers(model)}}
-
-
-def save_structured(model: nn.Module, path: Path | str, metadata: Mapping[str, str]) -> None:
-    """Safetensors (atomic, no pickle) with the shrunk shapes as JSON in the metadata.
-
-    ``metadata["model"]`` names the base model, which :func:`load_structured` rebuilds
-    and then cuts to the recorded shapes.
-    """
-    if not metadata.get("model"):
-        raise FedheiError("save_structured needs metadata['model'], the base model's name, to load the file back")
-    write_safetensors(path, model.state_dict(), {**metadata, STRUCTURE_KEY: json.dumps(structure(model))})
-
-
-def load_structured(path: Path | str) -> nn.Module:
-    """Rebuild a structurally pruned model from :func:`save_structured`'s file."""
-    state, metadata = load_state(path)
-    if STRUCTURE_KEY not in metadata or "model" not in metadata:
-        raise FedheiError(f"{path} is not a structurally pruned model (no {STRUCTURE_KEY} or model in its metadata)")
-    try:
-        shapes = json.loads(metadata[STRUCTURE_KEY])
-        model = create_model(metadata["model"])
-        modules = dict(model.named_modules())
-        for name, (out_features, in_features) in shapes["layers"].items():
-            parent_name, _, child = name.rpartition(".")
-            has_bias = f"{name}.bias" in state
-            setattr(modules[parent_name] if parent_name else model, child, nn.Linear(in_features, out_features, bias=has_bias))
-        adapter_for(model).sync_structure(model)
-        model.load_state_dict(state)
-    except (KeyError, ValueError, TypeError, RuntimeError) as error:
-        raise FedheiError(f"{path} does not describe a loadable pruned model: {str(error).splitlines()[0]}") from error
-    return model.eval()

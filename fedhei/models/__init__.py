@@ -1,1 +1,2 @@
-"""The model registry (ViTs and Qwen2 language models), per-architecture adapters, and safetensors checkpoints."""
+"""The model registry (ViTs and Qwen2 language models), per-architecture adapters, the tasks a model's outputs serve,
+and safetensors checkpoints."""

@@ -5,7 +5,7 @@ each architecture answers it in a few lines, as timm's ``group_matcher`` maps a
 model's parameter names to its blocks. An adapter says which modules are the
 linear layers (in forward order, with block index and kind), what the head is,
 how structured pruning groups attention heads and MLP channels, and which task
-(:mod:`fedhei.training.tasks`) the model's outputs serve. :func:`adapter_for`
+(:mod:`fedhei.models.tasks`) the model's outputs serve. :func:`adapter_for`
 picks the adapter from the model itself, so no caller branches on model types.
 """
 
@@ -17,7 +17,7 @@ from typing import Any, Protocol
 from torch import nn
 
 from fedhei.errors import FedheiError
-from fedhei.training.tasks import CLASSIFICATION, LANGUAGE_MODELING, Task
+from fedhei.models.tasks import CLASSIFICATION, LANGUAGE_MODELING, Task
 
 HEAD_KIND = "head"
 

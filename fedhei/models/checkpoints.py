@@ -4,14 +4,17 @@ A sparse checkpoint stores each tensor whose zeros make it smaller as its nonzer
 values plus a bit-packed mask (``fedhei.models.sparse``, the wire's layout), and
 lists those tensors' shapes as JSON under the ``fedhei-sparse`` metadata key. A
 pruned model keeps its pruned weights at zero, so the zeros are its masks, and
-loading densifies exactly what was saved. One loader, :func:`load_checkpoint`,
-reads dense, sparse and structurally pruned files alike, from their metadata.
+loading densifies exactly what was saved. A structurally pruned model
+(:mod:`fedhei.method.structured`) records its shrunk shapes instead. One loader,
+:func:`load_checkpoint`, reads dense, sparse and structurally pruned files alike, from their metadata.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -20,11 +23,14 @@ from torch import nn
 
 from fedhei.errors import FedheiError
 from fedhei.models import language
-from fedhei.models.registry import create_model
+from fedhei.models.adapters import adapter_for
+from fedhei.models.registry import create_model, linear_layers
 from fedhei.models.safetensors_file import write_safetensors
 from fedhei.models.sparse import MASK_SUFFIX, VALUES_SUFFIX, pack_mask, packed_size, unpack_mask
 
 SPARSE_KEY = "fedhei-sparse"
+# Metadata key of a structurally pruned file: its shrunk layer shapes as JSON.
+STRUCTURE_KEY = "fedhei-structure"
 # About what going sparse adds to the file's header: a second entry, and the shape in the metadata.
 SPARSE_HEADER_BYTES = 128
 
@@ -131,15 +137,12 @@ def load_checkpoint(path: Path | str, model_name: str | None = None) -> nn.Modul
     it (e.g. a registry model of the same shapes); a structurally pruned file always
     names its base model.
     """
-    # Imported here: fedhei.method.structured builds its loader on load_state above.
-    from fedhei.method import structured
-
     path = Path(path)
     if path.is_dir():
         state, name = language.folder_state(path), str(path)
     else:
-        if structured.STRUCTURE_KEY in read_metadata(path):
-            return structured.load_structured(path)
+        if STRUCTURE_KEY in read_metadata(path):
+            return load_structured(path)
         state, metadata = load_state(path)
         name = metadata.get("model") or (str(path.parent) if language.is_checkpoint_folder(str(path.parent)) else "")
     name = model_name or name
@@ -152,3 +155,39 @@ def load_checkpoint(path: Path | str, model_name: str | None = None) -> nn.Modul
         detail = " ".join(line.strip() for line in str(error).splitlines()[1:2])[:300]
         raise FedheiError(f"{path} does not fit model {name}: {detail}") from error
     return model
+
+
+def structure(model: nn.Module) -> dict[str, Any]:
+    """The shapes that make a structurally pruned model differ from its base."""
+    return {"layers": {layer.name: [layer.out_features, layer.in_features] for layer in linear_layers(model)}}
+
+
+def save_structured(model: nn.Module, path: Path | str, metadata: Mapping[str, str]) -> None:
+    """Safetensors (atomic, no pickle) with the shrunk shapes as JSON in the metadata.
+
+    ``metadata["model"]`` names the base model, which :func:`load_structured` rebuilds
+    and then cuts to the recorded shapes.
+    """
+    if not metadata.get("model"):
+        raise FedheiError("save_structured needs metadata['model'], the base model's name, to load the file back")
+    write_safetensors(path, model.state_dict(), {**metadata, STRUCTURE_KEY: json.dumps(structure(model))})
+
+
+def load_structured(path: Path | str) -> nn.Module:
+    """Rebuild a structurally pruned model from :func:`save_structured`'s file."""
+    state, metadata = load_state(path)
+    if STRUCTURE_KEY not in metadata or "model" not in metadata:
+        raise FedheiError(f"{path} is not a structurally pruned model (no {STRUCTURE_KEY} or model in its metadata)")
+    try:
+        shapes = json.loads(metadata[STRUCTURE_KEY])
+        model = create_model(metadata["model"])
+        modules = dict(model.named_modules())
+        for name, (out_features, in_features) in shapes["layers"].items():
+            parent_name, _, child = name.rpartition(".")
+            has_bias = f"{name}.bias" in state
+            setattr(modules[parent_name] if parent_name else model, child, nn.Linear(in_features, out_features, bias=has_bias))
+        adapter_for(model).sync_structure(model)
+        model.load_state_dict(state)
+    except (KeyError, ValueError, TypeError, RuntimeError) as error:
+        raise FedheiError(f"{path} does not describe a loadable pruned model: {str(error).splitlines()[0]}") from error
+    return model.eval()

@@ -25,7 +25,7 @@ from fedhei.data.cifar10 import NUM_CLASSES
 from fedhei.errors import FedheiError
 from fedhei.models import language
 from fedhei.models.adapters import LinearLayer, adapter_for
-from fedhei.training.tasks import CLASSIFICATION, LANGUAGE_MODELING
+from fedhei.models.tasks import CLASSIFICATION, LANGUAGE_MODELING
 
 _CIFAR_CONFIGS: dict[str, dict[str, Any]] = {
     # ~0.14M parameters: unit tests and the synthetic set.

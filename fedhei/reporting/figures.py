@@ -24,6 +24,7 @@ from matplotlib.ticker import MaxNLocator
 from fedhei import atomic, seeding
 from fedhei.method.roles import PERSONALIZED, normalized
 from fedhei.reporting.comparison import Run, by_strategy, comparison_metric, per_seed
+from fedhei.reporting.intervals import worst_decile
 from fedhei.reporting.results import ACCURACY, WEIGHTED_ACCURACY
 
 FIGURES_DIR = "figures"
@@ -102,10 +103,10 @@ def accuracy_per_round(runs: Sequence[Run], directory: Path, colours: dict) -> D
             for record in run.payload["rounds"]:
                 values = [float(client[key]) for client in record["clients"] if key in client]
                 if values:
-                    table[:, row, record["round"] - 1] = np.mean(values), np.percentile(values, 10)
+                    table[:, row, record["round"] - 1] = np.mean(values), worst_decile(values)
             final = run.values(key)
             if final.size:
-                table[:, row, rounds] = final.mean(), np.percentile(final, 10)
+                table[:, row, rounds] = final.mean(), worst_decile(final)
         for axis, values in zip(axes, table, strict=True):
             _band(axis, x, 100 * values, colours[name], name)
     for axis, what in zip(axes, ("mean", "worst decile"), strict=True):

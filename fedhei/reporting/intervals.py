@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from fedhei import seeding
 
@@ -34,9 +35,10 @@ def mean(values: np.ndarray) -> np.ndarray:
     return values.mean(axis=-1)
 
 
-def worst_decile(values: np.ndarray) -> np.ndarray:
-    """The 10th percentile: the accuracy that the worst tenth of the clients stays below."""
-    return np.percentile(values, 10, axis=-1)
+def worst_decile(values: ArrayLike, lower_is_better: bool = False) -> np.ndarray:
+    """The edge of the worst tenth of the clients, over the last axis: the 10th percentile of an accuracy, the 90th
+    of a figure where lower is better (perplexity). The one definition behind every summary, figure and interval."""
+    return np.percentile(values, 90 if lower_is_better else 10, axis=-1)
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""One progress display for every long loop, on stderr so piped output stays clean.
+"""The federation's progress display, on the one stderr console (:mod:`fedhei.terminal`).
 
 A federation reports through a :class:`RoundObserver`. On a terminal, :class:`LiveRounds`
 shows a live bar per run (round i of N, clients done in this round, elapsed time and
@@ -9,41 +9,12 @@ time left) above which each finished round leaves its line; otherwise
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any, Protocol
 
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from fedhei.reporting.results import human_bytes
-
-console = Console(stderr=True, soft_wrap=True)
-
-
-@contextmanager
-def progress_bar() -> Iterator[Progress]:
-    """A rich progress bar that disappears on a non-terminal (CI logs get no spinner noise)."""
-    with Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[status]}"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        transient=True,
-        disable=not console.is_terminal,
-    ) as progress:
-        yield progress
+from fedhei.terminal import console
 
 
 class RoundObserver(Protocol):

@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 
 from fedhei import __version__
-from fedhei.training.tasks import PERPLEXITY
+from fedhei.models.tasks import PERPLEXITY
+from fedhei.reporting.intervals import worst_decile
 
 RESULTS_FILE = "results.json"
 TIMINGS_FILE = "timings.json"
@@ -123,7 +124,7 @@ def summarize(rounds: Sequence[Mapping[str, Any]], clients: Sequence[Mapping[str
                 {
                     f"{key}-mean": float(accuracies.mean()),
                     f"{key}-median": float(np.median(accuracies)),
-                    f"{key}-worst-decile": float(np.percentile(accuracies, 10)),
+                    f"{key}-worst-decile": float(worst_decile(accuracies)),
                 }
             )
     summary.update(perplexity_summary(clients))
@@ -150,7 +151,7 @@ def perplexity_summary(rows: Sequence[Mapping[str, Any]]) -> dict[str, float]:
         return {}
     values = np.array([float(row[PERPLEXITY]) for row in rows], dtype=np.float64)
     return {f"{PERPLEXITY}-mean": float(values.mean()), f"{PERPLEXITY}-median": float(np.median(values)),
-            f"{PERPLEXITY}-worst-decile": float(np.percentile(values, 90))}
+            f"{PERPLEXITY}-worst-decile": float(worst_decile(values, lower_is_better=True))}
 
 
 def headline_metric(clients: Sequence[Mapping[str, Any]]) -> str:
@@ -177,6 +178,48 @@ def human_bytes(count: float) -> str:
             return f"{count:.0f} {unit}" if unit == "B" else f"{count:.2f} {unit}"
         count /= 1024
     return f"{count:.2f} GB"
+
+
+def summary_line(payload: dict[str, Any], baseline_up: float | None = None, label: str = "") -> str:
+    """A finished run in one line: its accuracy, compression and upload (against FedAvg's when given), and failures."""
+    summary = payload["summary"]
+    line = (f"{label or payload['strategy']}: {_accuracy_text(summary)}, compression {100 * summary['compression-mean']:.1f}%, "
+            f"upload {human_bytes(summary['bytes-up-per-round'])}/round")
+    if baseline_up:
+        line += f" ({100 * summary['bytes-up-per-round'] / baseline_up:.0f}% of FedAvg's)"
+    failures = payload["failures"]
+    if failures["total"]:
+        line += f"; {failures['total']} client failures ({', '.join(f'{k} {v}' for k, v in failures['by-kind'].items())})"
+    return line
+
+
+def global_verdict(payload: dict[str, Any]) -> str:
+    """Whether the shared model ended above or below the base it started from, or "" when not measured."""
+    summary = payload["summary"]
+    if "global-accuracy-final" not in summary:
+        return ""
+    final, base = summary["global-accuracy-final"], summary["global-accuracy-base"]
+    side = "above" if final > base else "below" if final < base else "level with"
+    return (f"global model: {100 * final:.1f}% on the whole test set after round {payload['global-curve'][-1]['round']}, "
+            f"{side} its base ({100 * base:.1f}%, {100 * (final - base):+.1f} points)")
+
+
+def _accuracy_text(summary: dict[str, float]) -> str:
+    """Perplexity and next-token accuracy for text; for images, the label-weighted full-test-set figures
+    when measured, with the sampled splits' mean beside them."""
+    def pct(key: str) -> str:
+        return f"{100 * summary.get(key, float('nan')):.1f}%"
+
+    if f"{PERPLEXITY}-mean" in summary:
+        return (f"mean client perplexity {summary[f'{PERPLEXITY}-mean']:.2f} (worst decile "
+                f"{summary[f'{PERPLEXITY}-worst-decile']:.2f}), next-token accuracy {pct('accuracy-mean')} "
+                f"(worst decile {pct('accuracy-worst-decile')}) on the clients' own test text")
+    if f"{WEIGHTED_ACCURACY}-mean" in summary:
+        return (f"mean client accuracy {pct('accuracy-weighted-mean')} (worst decile {pct('accuracy-weighted-worst-decile')}, "
+                f"majority-class rate {pct('majority-class-rate-weighted-mean')}) on the label-weighted full test set, "
+                f"{pct('accuracy-mean')} on the clients' own test splits")
+    return (f"mean client accuracy {pct('accuracy-mean')} (worst decile {pct('accuracy-worst-decile')}, "
+            f"majority-class rate {pct('majority-class-rate-mean')})")
 
 
 def is_text_run(payload: Mapping[str, Any]) -> bool:

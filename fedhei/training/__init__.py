@@ -1,1 +1,1 @@
-"""Tasks (image classification, language modelling), local training and evaluation, and pre-training of the base model."""
+"""Local training and evaluation, optimizers, distillation, and pre-training of the base model."""

@@ -17,22 +17,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fedhei.errors import FedheiError
 from fedhei.training.loops import ArrayBatches, Masks, Objective, TrainSettings, train
 
 
 @dataclass(frozen=True)
 class DistillSettings:
-    # Softens both distributions; higher shows more of the teacher's view of wrong classes.
-    temperature: float = 4.0
-    # Weight of the teacher's soft targets; the labels' cross-entropy gets 1 - alpha.
-    alpha: float = 0.5
+    """A scenario's ``distill_settings()`` builds it from its checked ``distill-*`` settings."""
 
-    def __post_init__(self) -> None:
-        if not self.temperature > 0:
-            raise FedheiError(f"distill-temperature is {self.temperature}; it must be > 0")
-        if not 0 <= self.alpha <= 1:
-            raise FedheiError(f"distill-alpha is {self.alpha}; it must be in [0, 1]")
+    # Softens both distributions; higher shows more of the teacher's view of wrong classes.
+    temperature: float
+    # Weight of the teacher's soft targets; the labels' cross-entropy gets 1 - alpha.
+    alpha: float
 
 
 def distillation_loss(

@@ -2,7 +2,7 @@
 
 The same ``train`` and ``evaluate`` serve image classification (:class:`ArrayBatches`
 over in-memory uint8 images) and language modelling (token batches from
-:mod:`fedhei.data.text`): the model's task (:mod:`fedhei.training.tasks`, chosen by
+:mod:`fedhei.data.text`): the model's task (:mod:`fedhei.models.tasks`, chosen by
 its architecture adapter) turns a batch into flat logits and labels.
 """
 
@@ -22,11 +22,10 @@ from torch import nn
 from fedhei import seeding
 from fedhei.data.batching import batch_indices
 from fedhei.data.cifar10 import Split
-from fedhei.errors import FedheiError
 from fedhei.models.adapters import task_for
 from fedhei.models.registry import input_size
-from fedhei.training.optimizers import ADAMW, CLIENT_OPTIMIZERS, SGD
-from fedhei.training.tasks import Batches, Totals
+from fedhei.models.tasks import Batches, Totals
+from fedhei.training.optimizers import SGD
 
 MEAN = torch.tensor([0.4914, 0.4822, 0.4465]).view(1, 3, 1, 1)
 STD = torch.tensor([0.2470, 0.2435, 0.2616]).view(1, 3, 1, 1)
@@ -42,25 +41,26 @@ EVAL_PRECISIONS = (FLOAT32, BFLOAT16)
 
 @dataclass(frozen=True)
 class TrainSettings:
-    """One call of :func:`train`: its budget, its optimizer and how its learning rate moves inside the call."""
+    """One call of :func:`train`: its budget, its optimizer and how its learning rate moves inside the call.
 
-    epochs: float = 1.0
-    batch_size: int = 64
-    lr: float = 1e-3
-    weight_decay: float = 0.05
-    augment: bool = True
+    The scenario builds it (``train_settings``, ``finetune_settings``, ``centralized_settings``)
+    from its checked settings, so nothing here has a default of its own but ``augment``.
+    """
+
+    epochs: float
+    batch_size: int
+    lr: float
+    weight_decay: float
     # Caps the optimizer steps, so a scenario can bound a client's work on large shards.
-    max_steps: int | None = None
-    optimizer: str = ADAMW
+    max_steps: int | None
+    # One of CLIENT_OPTIMIZERS.
+    optimizer: str
     # SGD's momentum (ignored by AdamW).
-    momentum: float = 0.9
+    momentum: float
     # True: a cosine from ``lr`` to 0 over this call (a standalone fine-tune). False: ``lr`` throughout,
     # for a federated round whose rate the federation's schedule sets from round to round.
-    decay_in_call: bool = True
-
-    def __post_init__(self) -> None:
-        if self.optimizer not in CLIENT_OPTIMIZERS:
-            raise FedheiError(f"client-optimizer is '{self.optimizer}'; choose one of: {', '.join(CLIENT_OPTIMIZERS)}")
+    decay_in_call: bool
+    augment: bool = True
 
     def total_steps(self, examples: int) -> int:
         """The optimizer steps this call takes on ``examples`` examples: its epochs, capped by ``max_steps``."""
@@ -203,9 +203,7 @@ def train(
 
 
 def eval_precision(device: torch.device, precision: str) -> AbstractContextManager[object]:
-    """The context an evaluation's forward pass runs in: bfloat16 autocast, or plain float32."""
-    if precision not in EVAL_PRECISIONS:
-        raise FedheiError(f"eval-precision is '{precision}'; choose one of: {', '.join(EVAL_PRECISIONS)}")
+    """The context an evaluation's forward pass runs in (one of EVAL_PRECISIONS): bfloat16 autocast, or plain float32."""
     if precision == FLOAT32:
         return nullcontext()
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)

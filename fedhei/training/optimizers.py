@@ -58,21 +58,14 @@ class ServerOptimizer(StrEnum):
 
 @dataclass(frozen=True)
 class ServerSettings:
-    kind: ServerOptimizer = ServerOptimizer.AVG
-    lr: float = 1.0
-    momentum: float = 0.9
-    beta1: float = 0.9
-    beta2: float = 0.99
-    tau: float = 1e-3
+    """The server's step; a scenario's ``server_settings()`` builds it from its checked ``server-*`` settings."""
 
-    def __post_init__(self) -> None:
-        if not self.lr > 0:
-            raise FedheiError(f"server-lr is {self.lr}; it must be > 0")
-        for key, value in (("server-momentum", self.momentum), ("server-beta1", self.beta1), ("server-beta2", self.beta2)):
-            if not 0 <= value < 1:
-                raise FedheiError(f"{key} is {value}; it must be in [0, 1)")
-        if not self.tau > 0:
-            raise FedheiError(f"server-tau is {self.tau}; it must be > 0 (it keeps adam and yogi's step finite)")
+    kind: ServerOptimizer
+    lr: float
+    momentum: float
+    beta1: float
+    beta2: float
+    tau: float
 
 
 # The names of a tensor's optimizer state in a checkpoint: "<slot>/<parameter name>".

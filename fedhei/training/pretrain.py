@@ -26,11 +26,10 @@ from fedhei import atomic, seeding
 from fedhei.cache import cache_dir, config_hash
 from fedhei.data.cifar10 import Cifar10, load_cifar10_cached
 from fedhei.data.partition import public_slice
-from fedhei.errors import FedheiError
 from fedhei.models import language
 from fedhei.models.checkpoints import load_checkpoint, read_metadata, save_checkpoint
 from fedhei.models.registry import create_model, resolve_model_name
-from fedhei.reporting.progress import progress_bar
+from fedhei.terminal import progress_bar
 from fedhei.training.device import pick_device
 from fedhei.training.loops import batches_for, evaluate
 from fedhei.training.recipes import RECIPES, Recipe, Schedule, train_with_recipe
@@ -40,14 +39,16 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class PretrainSpec:
-    model: str = "vit-tiny-c10"
+    """Everything that decides a base model; a scenario's ``pretrain_spec()`` builds it from its checked settings."""
+
+    model: str
     # A name in RECIPES: how the model is regularized (augmentation, soft targets, warm-up, EMA).
-    recipe: str = "smooth"
-    epochs: float = 10.0
-    batch_size: int = 128
-    lr: float = 2e-3
-    seed: int = 0
-    public_fraction: float = 0.1
+    recipe: str
+    epochs: float
+    batch_size: int
+    lr: float
+    seed: int
+    public_fraction: float
     # Train on the whole training set (a centralized upper bound), not just the public slice.
     all_train: bool = False
 
@@ -55,18 +56,6 @@ class PretrainSpec:
         # 30 and 30.0 are the same schedule; the cache key must not tell them apart.
         for name in ("epochs", "lr", "public_fraction"):
             object.__setattr__(self, name, float(getattr(self, name)))
-        resolve_model_name(self.model)
-        if self.recipe not in RECIPES:
-            raise FedheiError(f"pretrain recipe is '{self.recipe}'; choose one of: {', '.join(RECIPES)}")
-        if not self.epochs > 0:
-            raise FedheiError(f"pretrain epochs is {self.epochs}; it must be > 0")
-        if not self.lr > 0:
-            raise FedheiError(f"pretrain lr is {self.lr}; it must be > 0")
-        if self.batch_size < 2:
-            raise FedheiError(f"pretrain batch size is {self.batch_size}; it must be at least 2 (Mixup pairs images)")
-        if not self.all_train and not 0 < self.public_fraction < 1:
-            raise FedheiError(f"public-fraction is {self.public_fraction}; pre-training needs a public slice in (0, 1), "
-                              "or ask for all of the training set")
 
     @property
     def recipe_settings(self) -> Recipe:

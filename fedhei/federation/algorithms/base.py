@@ -17,12 +17,14 @@ import torch
 from torch import nn
 
 from fedhei.config.scenario import Scenario
-from fedhei.federation.policy import PLAIN, ClientPolicy
 from fedhei.federation.state import ClientState
 from fedhei.models.adapters import adapter_for
-from fedhei.training.distill import DistillSettings, objective
+from fedhei.models.tasks import Batches
+from fedhei.training.distill import objective
 from fedhei.training.loops import Objective, TrainSettings, train
-from fedhei.training.tasks import Batches
+
+# The name of plain local training, the algorithm a policy names when it names none.
+PLAIN = "plain"
 
 
 @dataclass(frozen=True)
@@ -30,7 +32,8 @@ class LocalTraining:
     """One client's local training in one round."""
 
     scenario: Scenario
-    policy: ClientPolicy
+    # The policy's head epochs: FedRep trains the head alone for these before the body.
+    head_epochs: float
     # This client's seed in this round (fedhei.seeding); sub-streams derive from it.
     seed: int
     # This call's budget and optimizer: the round's (Scenario.train_settings) or the final round's (finetune_settings).
@@ -59,8 +62,7 @@ class LocalTraining:
         """Distillation from the teacher when there is one; else the task's own loss."""
         if self.teacher is None:
             return None
-        settings = DistillSettings(temperature=self.scenario.distill_temperature, alpha=self.scenario.distill_alpha)
-        return objective(self.teacher, settings)
+        return objective(self.teacher, self.scenario.distill_settings())
 
 
 @dataclass(frozen=True)

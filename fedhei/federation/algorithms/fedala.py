@@ -34,8 +34,8 @@ from fedhei.federation.algorithms.base import (
 )
 from fedhei.federation.state import ClientState
 from fedhei.models.adapters import adapter_for, task_for
+from fedhei.models.tasks import Batches, Task
 from fedhei.training.loops import train
-from fedhei.training.tasks import Batches, Task
 
 LOCAL = "fedala-local/"
 WEIGHTS = "fedala-weights/"

@@ -12,8 +12,9 @@ from dataclasses import replace
 
 from fedhei import seeding
 from fedhei.federation.algorithms.base import ClientAlgorithm, LocalTraining, Trained
-from fedhei.federation.policy import FEDREP
 from fedhei.training.loops import TrainSettings, train
+
+FEDREP = "fedrep"
 
 
 def phase_steps(settings: TrainSettings, head_epochs: float, examples: int) -> tuple[int, int]:
@@ -31,7 +32,7 @@ class FedRepTraining(ClientAlgorithm):
     name = FEDREP
 
     def train(self, work: LocalTraining) -> Trained:
-        head_steps, body_steps = phase_steps(work.settings, work.policy.head_epochs, len(work.data))
+        head_steps, body_steps = phase_steps(work.settings, work.head_epochs, len(work.data))
         head = work.head_names()
         # Each phase's epochs cover its share of the steps; the cap makes the share exact.
         for_steps = math.ceil(len(work.data) / work.settings.batch_size)

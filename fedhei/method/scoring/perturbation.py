@@ -61,8 +61,8 @@ class _Probe:
 class ExhaustiveScorer:
     """One layer at a time: L measurements for L layers, the reference for ``sensing``."""
 
-    signal: str = "loss"
-    prob: float = 0.5
+    signal: str
+    prob: float
     name: str = "exhaustive"
 
     def __call__(self, model: nn.Module, calibration: Calibration, seed: int) -> LayerScores:
@@ -227,11 +227,12 @@ DESIGNS: dict[str, Callable[[SensingScorer, _Probe, int, nn.Module, int], np.nda
 class SensingScorer:
     """HEI's compressed sensing: fewer measurements than layers, each perturbing a group
     of layers, and per-layer sensitivities recovered from them. ``measurements`` is the
-    budget (a fraction of the layer count, or a count); a design may spend less.
+    budget (a fraction of the layer count, or a count); a design may spend less. It and
+    ``signal``, ``prob``, ``solver`` and ``design`` come from a scenario, which checks them.
 
     ``design`` (measured with benchmarks/sensing_vs_exhaustive.py, see docs/compression.md):
 
-    - ``blocks`` (default): hierarchical group testing along the model's blocks (see
+    - ``blocks``: hierarchical group testing along the model's blocks (see
       :func:`_block_design`). Deterministic for a seed; needs no solver.
     - ``random``: the first design, a random sparse 0/1 matrix in which every layer
       joins about ``density`` of the measurements (at least two), then sparse recovery
@@ -244,11 +245,11 @@ class SensingScorer:
     penalty that zeroes every layer.
     """
 
-    signal: str = "loss"
-    prob: float = 0.5
-    measurements: float = 0.3
-    solver: str = "lasso"
-    design: str = "blocks"
+    signal: str
+    prob: float
+    measurements: float
+    solver: str
+    design: str
     level: str = "zero"
     rotate_batches: bool = False
     density: float = 0.1
@@ -256,10 +257,8 @@ class SensingScorer:
     name: str = "sensing"
 
     def __post_init__(self) -> None:
-        for setting, value, allowed in (("design", self.design, DESIGNS), ("level", self.level, LEVELS),
-                                        ("solver", self.solver, SOLVERS)):
-            if value not in allowed:
-                raise FedheiError(f"unknown sensing {setting} '{value}'; choose one of: {', '.join(allowed)}")
+        if self.level not in LEVELS:
+            raise FedheiError(f"unknown sensing level '{self.level}'; choose one of: {', '.join(LEVELS)}")
 
     def __call__(self, model: nn.Module, calibration: Calibration, seed: int) -> LayerScores:
         check_calibration(calibration)

@@ -1,7 +1,7 @@
 """``fedhei run`` and ``fedhei bench``: scenarios on Flower's simulation engine, in-process.
 
-This is the one core module that reaches Flower, and only when called: the apps
-are imported inside the functions so ``import fedhei`` stays Flower-free.
+It starts both Flower apps, so it sits on the Flower side, above the core; the
+command line (``fedhei.cli``) is the one part of the core that calls it.
 
 Everything a run could fail on that does not need a client is checked here first
 (settings, strategy, device, Ray head, writable paths, data, partition, base model,
@@ -21,32 +21,29 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from flwr.simulation import run_simulation
+
+from clients.client_app import app as client_app
 from fedhei.atomic import check_writable
-from fedhei.config.scenario import Scenario, parse_override
+from fedhei.config.scenario import Scenario, load_scenario
 from fedhei.data.cifar10 import load_cifar10_cached
 from fedhei.data.partition import make_partition
 from fedhei.errors import FedheiError, RunFailed
-from fedhei.experiments.layout import seed_runs
+from fedhei.experiments.layout import seed_runs, state_root
+from fedhei.models.registry import create_model
 from fedhei.reporting.comparison import load_run
-from fedhei.reporting.progress import ProgressDisplay, console
+from fedhei.reporting.progress import ProgressDisplay
 from fedhei.reporting.report import BENCH_FILE, REPORT_FILE, write_bench, write_comparison
-from fedhei.reporting.results import COMPLETE, FINAL_ROUND_NONE, RESULTS_FILE, WEIGHTED_ACCURACY, human_bytes
+from fedhei.reporting.results import COMPLETE, FINAL_ROUND_NONE, RESULTS_FILE, global_verdict, summary_line
+from fedhei.terminal import console
 from fedhei.training.device import check_device_available, pick_device
 from fedhei.training.pretrain import starting_model
-from fedhei.training.tasks import PERPLEXITY
+from strategies import STRATEGIES, resolve_strategy
+from strategies.checkpoint import CHECKPOINT_FILE, ServerCheckpoint
+from strategies.server_app import RunJob, earlier_run, server_app_for
 
 # How long a run waits for the Ray head at ray-address to accept a connection before it refuses.
 RAY_HEAD_WAIT_S = 5.0
-# Every strategy a bench compares, in the order of its table.
-BENCH_STRATEGIES = ("fedhei", "fedhei-uniform", "fedavg", "fedavg-ft", "fedper", "fedrep", "lg-fedavg", "local", "ditto",
-                    "fedala", "fedbabu")
-
-
-def load_scenario(path: Path, overrides: Sequence[str], data: str = "") -> Scenario:
-    values = dict(parse_override(text) for text in overrides)
-    if data:
-        values["data-source"] = data
-    return Scenario.from_toml(path, values)
 
 
 def backend_config(scenario: Scenario, verbose: bool) -> dict[str, Any]:
@@ -117,10 +114,6 @@ def quiet_flower(verbose: bool) -> None:
 
 def preflight(scenario: Scenario, run_dir: Path, resume: bool) -> None:
     """Every check a run can make before its simulation starts; writes nothing of the run."""
-    from strategies import resolve_strategy
-    from strategies.checkpoint import ServerCheckpoint
-    from strategies.server_app import state_root
-
     resolve_strategy(scenario.strategy)
     check_device_available(scenario.device)
     if scenario.device.startswith("cuda") and scenario.client_num_gpus == 0:
@@ -174,11 +167,6 @@ def run_batch(runs: Sequence[PlannedRun], verbose: bool = False, quiet: bool = F
     kept in Flower's ``context.state`` would outlive a run within a simulation, so then
     each run gets its own. A failed run leaves its partial results; the others still run.
     """
-    from flwr.simulation import run_simulation
-
-    from clients.client_app import app as client_app
-    from strategies.server_app import RunJob, server_app_for
-
     quiet_flower(verbose)
     # Keeps Ray's current behaviour for CPU-only actors and silences its warning about the future one.
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
@@ -225,55 +213,12 @@ def _status(run_dir: Path) -> str:
     return COMPLETE if payload["status"] == COMPLETE else str(payload["stopped"]["reason"])
 
 
-def summary_line(payload: dict[str, Any], baseline_up: float | None = None, label: str = "") -> str:
-    summary = payload["summary"]
-    line = (f"{label or payload['strategy']}: {_accuracy_text(summary)}, compression {100 * summary['compression-mean']:.1f}%, "
-            f"upload {human_bytes(summary['bytes-up-per-round'])}/round")
-    if baseline_up:
-        line += f" ({100 * summary['bytes-up-per-round'] / baseline_up:.0f}% of FedAvg's)"
-    failures = payload["failures"]
-    if failures["total"]:
-        line += f"; {failures['total']} client failures ({', '.join(f'{k} {v}' for k, v in failures['by-kind'].items())})"
-    return line
-
-
-def global_verdict(payload: dict[str, Any]) -> str:
-    """Whether the shared model ended above or below the base it started from, or "" when not measured."""
-    summary = payload["summary"]
-    if "global-accuracy-final" not in summary:
-        return ""
-    final, base = summary["global-accuracy-final"], summary["global-accuracy-base"]
-    side = "above" if final > base else "below" if final < base else "level with"
-    return (f"global model: {100 * final:.1f}% on the whole test set after round {payload['global-curve'][-1]['round']}, "
-            f"{side} its base ({100 * base:.1f}%, {100 * (final - base):+.1f} points)")
-
-
-def _accuracy_text(summary: dict[str, float]) -> str:
-    """Perplexity and next-token accuracy for text; for images, the label-weighted full-test-set figures
-    when measured, with the sampled splits' mean beside them."""
-    def pct(key: str) -> str:
-        return f"{100 * summary.get(key, float('nan')):.1f}%"
-
-    if f"{PERPLEXITY}-mean" in summary:
-        return (f"mean client perplexity {summary[f'{PERPLEXITY}-mean']:.2f} (worst decile "
-                f"{summary[f'{PERPLEXITY}-worst-decile']:.2f}), next-token accuracy {pct('accuracy-mean')} "
-                f"(worst decile {pct('accuracy-worst-decile')}) on the clients' own test text")
-    if f"{WEIGHTED_ACCURACY}-mean" in summary:
-        return (f"mean client accuracy {pct('accuracy-weighted-mean')} (worst decile {pct('accuracy-weighted-worst-decile')}, "
-                f"majority-class rate {pct('majority-class-rate-weighted-mean')}) on the label-weighted full test set, "
-                f"{pct('accuracy-mean')} on the clients' own test splits")
-    return (f"mean client accuracy {pct('accuracy-mean')} (worst decile {pct('accuracy-worst-decile')}, "
-            f"majority-class rate {pct('majority-class-rate-mean')})")
-
-
 def fedavg_upload_per_round(scenario: Scenario) -> float:
     """What FedAvg would upload per round on this scenario: every parameter, dense, float32.
 
     Computed, not simulated: FedAvg's upload does not depend on training, so a second
     simulation would only cost time.
     """
-    from fedhei.models.registry import create_model
-
     model = create_model(scenario.model)
     per_client = sum(len(name) + parameter.numel() * 4 for name, parameter in model.named_parameters())
     return float(per_client * max(1, round(scenario.num_clients * scenario.fraction_train)))
@@ -282,8 +227,6 @@ def fedavg_upload_per_round(scenario: Scenario) -> float:
 def plan_runs(pairs: Sequence[tuple[Scenario, Path]], continuing: bool) -> list[PlannedRun]:
     """The runs still to do. Continuing, a complete run is kept (if it had the same settings), one with a
     checkpoint resumes from it, and the rest start afresh."""
-    from strategies.checkpoint import CHECKPOINT_FILE
-
     planned = []
     for scenario, run_dir in pairs:
         if continuing and _status(run_dir) == COMPLETE:
@@ -316,8 +259,6 @@ def _run_and_compare(pairs: Sequence[tuple[Scenario, Path]], out: Path, continui
 
 def refuse_earlier_run(out: Path, run_dirs: Sequence[Path], resume: Path | None, overwrite: bool) -> None:
     """A new run or bench into ``out`` (its runs in ``run_dirs``) must not silently replace an earlier one."""
-    from strategies.server_app import earlier_run
-
     if resume is not None:
         if overwrite:
             raise FedheiError("--resume continues the run in its directory and --overwrite replaces it; give one of them")
@@ -360,16 +301,15 @@ def run_command(path: Path, overrides: Sequence[str], strategies: Sequence[str],
 def bench_command(path: Path, overrides: Sequence[str], strategies: Sequence[str], out: Path | None, data: str = "",
                   verbose: bool = False, quiet: bool = False, seeds: str = "", resume: Path | None = None,
                   overwrite: bool = False) -> int:
-    """Every strategy on the same scenario, each seed's data and sampled clients shared by all; one comparison.
+    """Every strategy on the same scenario (all built-in ones, in the registry's order, unless named), each seed's
+    data and sampled clients shared by all; one comparison.
 
     Runs go seed by seed (every strategy of seed 0, then of seed 1, ...), so a bench
     stopped early holds whole seeds; ``resume`` continues it in its directory.
     """
-    from strategies import resolve_strategy
-
     overrides = [*overrides, f"seeds={seeds}"] if seeds else list(overrides)
     scenario = load_scenario(path, overrides, data)
-    names = list(strategies) or list(BENCH_STRATEGIES)
+    names = list(strategies) or list(STRATEGIES)
     for name in [*names, *scenario.references()]:
         resolve_strategy(name)
     bench_dir = resume or out or Path(scenario.out_dir) / scenario.name / "bench"
