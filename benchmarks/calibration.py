@@ -118,7 +118,8 @@ def correct(scenario: Scenario, arrays: dict[str, np.ndarray]) -> np.ndarray:
 
 
 def base_arrays(scenario: Scenario) -> dict[str, np.ndarray]:
-    model = starting_model(scenario.pretrain_spec(), scenario.base_model, scenario.data_source, scenario.device)
+    model = starting_model(scenario.pretrain_spec(), device=scenario.device, checkpoint=scenario.base_model,
+                           data_source=scenario.data_source)
     return {name: value.detach().cpu().numpy() for name, value in model.named_parameters()}
 
 

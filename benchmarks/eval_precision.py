@@ -171,7 +171,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         outside = [client for client in args.client_ids if not 0 <= client < len(shards)]
         if outside:
             raise FedheiError(f"--clients {args.clients}: {outside} outside 0..{len(shards) - 1}, the scenario's clients")
-        base = starting_model(scenario.pretrain_spec(), scenario.base_model, scenario.data_source, scenario.device)
+        base = starting_model(scenario.pretrain_spec(), device=scenario.device, checkpoint=scenario.base_model,
+                              data_source=scenario.data_source)
         base.to(pick_device(scenario.device))
         models = [("base", base)] + [(f"client {client}, +{args.steps} steps",
                                       personalized(base, scenario, data, shards[client], client, args.steps))

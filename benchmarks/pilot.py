@@ -53,8 +53,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def federated_curve(scenario: Scenario) -> list[tuple[int, float]]:
     """(round, global accuracy) from the base (round 0) to the last round."""
     policy = resolve_strategy(scenario.strategy).policy
-    base = base_model(load_cifar10_cached(scenario.data_source or None), scenario.pretrain_spec(), scenario.base_model,
-                      scenario.device)
+    base = base_model(load_cifar10_cached(scenario.data_source or None), scenario.pretrain_spec(),
+                      device=scenario.device, checkpoint=scenario.base_model)
     server = FederationServer(policy, {name: value.detach().cpu().numpy() for name, value in base.named_parameters()},
                               adapter_for(base).head_parameters(base), scenario.server_settings())
     prepare(scenario)
@@ -71,8 +71,8 @@ def federated_curve(scenario: Scenario) -> list[tuple[int, float]]:
 
 def centralized_curve(scenario: Scenario, steps: int, every: int) -> list[tuple[int, float]]:
     """(step, test accuracy) of the base trained on every client's shard pooled, the rate held constant."""
-    model = base_model(load_cifar10_cached(scenario.data_source or None), scenario.pretrain_spec(), scenario.base_model,
-                       scenario.device)
+    model = base_model(load_cifar10_cached(scenario.data_source or None), scenario.pretrain_spec(),
+                       device=scenario.device, checkpoint=scenario.base_model)
     pooled = pooled_training_data(scenario, model)
 
     def accuracy() -> float:

@@ -181,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     scenario = Scenario(model=args.model, pretrain_epochs=args.pretrain_epochs, num_clients=args.clients,
                         dirichlet_alpha=args.alpha)
     partition = make_partition(data.train.labels, data.test.labels, scenario.partition_spec())
-    base = base_model(data, scenario.pretrain_spec(), checkpoint=args.base)
+    base = base_model(data, scenario.pretrain_spec(), device=scenario.device, checkpoint=args.base)
     rules = [(rule, float(threshold)) for rule, threshold in (item.split(":") for item in args.rules.split(","))]
     reference = ExhaustiveScorer(signal=args.signal, prob=args.prob)
 

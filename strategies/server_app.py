@@ -92,7 +92,8 @@ def _start(scenario: Scenario, run_dir: Path, resume: bool, observer: RoundObser
         strategy.load_state_dict(checkpoint.strategy_state, checkpoint.completed_round, checkpoint.optimizer)
         return strategy, ArrayRecord({name: Array(value) for name, value in checkpoint.arrays.items()})
     _fresh_run_dir(scenario, run_dir)
-    model = starting_model(scenario.pretrain_spec(), scenario.base_model, scenario.data_source, scenario.device)
+    model = starting_model(scenario.pretrain_spec(), device=scenario.device, checkpoint=scenario.base_model,
+                           data_source=scenario.data_source)
     initial = ArrayRecord({name: Array(value.detach().cpu().numpy()) for name, value in model.named_parameters()})
     return strategy_class(scenario, str(run_dir), uuid.uuid4().hex, observer), initial
 

@@ -126,7 +126,8 @@ def preflight(scenario: Scenario, run_dir: Path, resume: bool) -> None:
     if not scenario.is_language_model:
         data = load_cifar10_cached(scenario.data_source or None)
         make_partition(data.train.labels, data.test.labels, scenario.partition_spec())
-    starting_model(scenario.pretrain_spec(), scenario.base_model, scenario.data_source, scenario.device)
+    starting_model(scenario.pretrain_spec(), device=scenario.device, checkpoint=scenario.base_model,
+                   data_source=scenario.data_source)
     if resume:
         if scenario.state_store != "disk":
             raise FedheiError(f"this run kept client state in memory (state-store = \"{scenario.state_store}\"), which a "

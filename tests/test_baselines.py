@@ -249,7 +249,7 @@ def test_bench_fedbabu_global_head_is_its_initialization_and_only_the_exported_h
     head = initial_head(scenario.model, scenario.seed)
     for name, value in head.items():
         np.testing.assert_array_equal(final_global[name], value)
-    start = base_model(load_cifar10_cached("synthetic"), scenario.pretrain_spec())
+    start = base_model(load_cifar10_cached("synthetic"), scenario.pretrain_spec(), device=scenario.device)
     assert not np.array_equal(final_global["blocks.0.attn.qkv.weight"], _params(start)["blocks.0.attn.qkv.weight"].numpy())
     for client in range(scenario.num_clients):
         assert not np.array_equal(_exported(run_dir, client)["head.weight"].numpy(), head["head.weight"])

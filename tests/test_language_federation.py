@@ -90,7 +90,7 @@ def test_every_client_exports_a_model_that_loads_back_with_finite_perplexity(fed
 def test_fedper_keeps_the_language_model_head_at_home(tmp_path: Path) -> None:
     """The head is the adapter's (lm_head), on the client's side and on the server's."""
     scenario = Scenario(strategy="fedper", **TINY_LM)
-    base = starting_model(scenario.pretrain_spec())
+    base = starting_model(scenario.pretrain_spec(), device="cpu")
     arrays = {name: value.detach().numpy() for name, value in base.named_parameters()}
     done = local_round(ClientJob(scenario, FedPer.policy, client_id=1, server_round=1), arrays, None)
     assert set(done.state.personal) == {HEAD}
@@ -108,11 +108,11 @@ def test_fedala_blends_the_language_model_head_first() -> None:
 
 def test_a_language_model_starts_from_its_seed_or_a_local_checkpoint(tmp_path: Path) -> None:
     scenario = Scenario(**TINY_LM)
-    first, again = (starting_model(scenario.pretrain_spec()).state_dict() for _ in range(2))
-    other = starting_model(scenario.replace(base_seed=1).pretrain_spec()).state_dict()
+    first, again = (starting_model(scenario.pretrain_spec(), device="cpu").state_dict() for _ in range(2))
+    other = starting_model(scenario.replace(base_seed=1).pretrain_spec(), device="cpu").state_dict()
     assert all(torch.equal(first[key], again[key]) for key in first) and not torch.equal(first[HEAD], other[HEAD])
     reference = _checkpoint_folder(tmp_path / "qwen", tie=True)
-    loaded = starting_model(scenario.pretrain_spec(), checkpoint=str(tmp_path / "qwen")).state_dict()
+    loaded = starting_model(scenario.pretrain_spec(), device="cpu", checkpoint=str(tmp_path / "qwen")).state_dict()
     assert all(torch.equal(value, loaded[key]) for key, value in reference.state_dict().items())
 
 

@@ -27,10 +27,10 @@ def spec(**settings: Any) -> PretrainSpec:
 def test_pretrain_on_synthetic_beats_chance_and_is_cached(tmp_path: Path) -> None:
     data = make_synthetic()
     plain = dataclasses.replace(spec(pretrain_recipe="plain", pretrain_epochs=2.0, pretrain_lr=3e-3), all_train=True)
-    first = pretrain(data, plain, out=tmp_path / "base.safetensors")
+    first = pretrain(data, plain, device="cpu", out=tmp_path / "base.safetensors")
     assert not first.cached
     assert first.test_accuracy > 0.5, f"chance is 0.1; got {first.test_accuracy}"
-    second = pretrain(data, plain)
+    second = pretrain(data, plain, device="cpu")
     assert second.cached and second.test_accuracy == pytest.approx(first.test_accuracy, abs=1e-6)
     assert first.seconds is not None and second.seconds == pytest.approx(first.seconds, abs=0.06)
     assert load_checkpoint(tmp_path / "base.safetensors") is not None
@@ -42,7 +42,7 @@ def test_the_same_settings_pretrain_byte_identical_files(tmp_path: Path, monkeyp
     files = []
     for name in ("first", "second"):
         monkeypatch.setenv("FEDHEI_CACHE", str(tmp_path / name))
-        result = pretrain(data, deit)
+        result = pretrain(data, deit, device="cpu")
         assert not result.cached and result.seconds is not None
         files.append(result.path)
     assert files[0] != files[1] and files[0].name == files[1].name
@@ -51,7 +51,7 @@ def test_the_same_settings_pretrain_byte_identical_files(tmp_path: Path, monkeyp
     assert "seconds" not in read_metadata(files[0])
     assert json.loads(timing_path(files[0]).read_text())["seconds"] >= 0
     # Another seed is another model.
-    other = pretrain(data, dataclasses.replace(deit, seed=1))
+    other = pretrain(data, dataclasses.replace(deit, seed=1), device="cpu")
     assert other.path.read_bytes() != files[1].read_bytes()
 
 

@@ -77,7 +77,7 @@ def _pretrain(args: argparse.Namespace) -> int:
     scenario = scenario_from_flags(args, PRETRAIN_KEYS)
     spec = replace(scenario.pretrain_spec(), all_train=args.all_train)
     data = load_cifar10(scenario.data_source or None)
-    result = pretrain(data, spec, out=args.out, device=scenario.device)
+    result = pretrain(data, spec, device=scenario.device, out=args.out)
     origin = "cached" if result.cached else "trained"
     timing = "training time not recorded" if result.seconds is None else f"{result.seconds:.0f} s of training"
     print(f"{spec.model}: test accuracy {result.test_accuracy:.4f} ({origin}, {spec.recipe} recipe; "

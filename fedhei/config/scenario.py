@@ -124,7 +124,7 @@ class Scenario:
     local_epochs: float = setting(1.0, "Epochs of local training per round (fractions allowed).", above=0)
     max_local_steps: int = setting(0, "At most this many optimizer steps per round; 0: no cap.", at_least=0)
     batch_size: int = setting(64, "Batch size of local training, scoring and evaluation.", at_least=1)
-    lr: float = setting(5e-4, "Learning rate of local training (AdamW, cosine schedule within the round).", above=0)
+    lr: float = setting(5e-4, "Learning rate of local training (client-optimizer's; lr-schedule moves it over the rounds).", above=0)
     # The HEI method: scoring, roles, pruning.
     prob: float = setting(0.5, "Pruning ratio of generic layers, and the ratio at which scorers randomly perturb a layer.",
                           at_least=0, below=1)

@@ -89,7 +89,7 @@ def run_plain(scenario: Scenario, policy: ClientPolicy, run_dir: Path, threads: 
     run = PlainRun()
     started = time.perf_counter()
     data = load_cifar10_cached(scenario.data_source or None)
-    base = base_model(data, scenario.pretrain_spec(), scenario.base_model, scenario.device)
+    base = base_model(data, scenario.pretrain_spec(), device=scenario.device, checkpoint=scenario.base_model)
     server = FederationServer(policy, {name: value.detach().cpu().numpy() for name, value in base.named_parameters()},
                               adapter_for(base).head_parameters(base), scenario.server_settings())
     prepare(scenario)

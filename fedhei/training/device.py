@@ -30,7 +30,7 @@ def check_device_available(name: str) -> None:
         raise FedheiError(f"device is '{name}' but MPS is not available here; use device = \"auto\" or \"cpu\"")
 
 
-def pick_device(name: str = "auto") -> torch.device:
+def pick_device(name: str) -> torch.device:
     """``auto`` is the GPU when torch sees one, else the CPU."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")

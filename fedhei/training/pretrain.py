@@ -99,7 +99,7 @@ def _recorded_seconds(checkpoint: Path) -> float | None:
         return None
 
 
-def pretrain(data: Cifar10, spec: PretrainSpec, out: Path | None = None, device: str = "auto") -> PretrainResult:
+def pretrain(data: Cifar10, spec: PretrainSpec, *, device: str, out: Path | None = None) -> PretrainResult:
     """Train a base model (or reuse the cached one) and write it to ``out`` and the cache."""
     cache_file = cached_path(data, spec)
     if cache_file.is_file():
@@ -144,7 +144,7 @@ def pretrain(data: Cifar10, spec: PretrainSpec, out: Path | None = None, device:
 HUB = "hub"
 
 
-def base_model(data: Cifar10, spec: PretrainSpec, checkpoint: str = "", device: str = "auto") -> VisionTransformer:
+def base_model(data: Cifar10, spec: PretrainSpec, *, device: str, checkpoint: str = "") -> VisionTransformer:
     """The federation's starting point: a checkpoint path, timm's hub weights ("hub", online
     only), else the cached (or freshly trained) pre-train on the public slice."""
     if checkpoint == HUB:
@@ -165,9 +165,9 @@ def language_base_model(spec: PretrainSpec, checkpoint: str = "") -> nn.Module:
     return create_model(spec.model, seed=seeding.seed_for(spec.seed, "pretrain-init"))
 
 
-def starting_model(spec: PretrainSpec, checkpoint: str = "", data_source: str = "", device: str = "auto") -> nn.Module:
+def starting_model(spec: PretrainSpec, *, device: str, checkpoint: str = "", data_source: str = "") -> nn.Module:
     """A federation's base model, for any model: a language model's, or an image model's
     :func:`base_model` on the scenario's data (loaded, or pre-trained and cached, here)."""
     if language.is_language_model(resolve_model_name(spec.model)):
         return language_base_model(spec, checkpoint)
-    return base_model(load_cifar10_cached(data_source or None), spec, checkpoint, device)
+    return base_model(load_cifar10_cached(data_source or None), spec, device=device, checkpoint=checkpoint)
