@@ -79,6 +79,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--seeds", default="0,1,2", help="the seeds every check repeats over")
     parser.add_argument("--out", type=Path, default=Path("runs/calibration"), help="where each check's bench goes")
     parser.add_argument("--data", default="", help="CIFAR-10 source (sets data-source)")
+    parser.add_argument("--cross-device-strategies", default=",".join(CROSS_DEVICE_STRATEGIES),
+                        help="cross-device: the strategies benched (local and fedavg-ft are the references every "
+                             "other is paired against)")
     parser.add_argument("--margin", type=float, default=2.0, help="IID: points FedAvg may trail centralized training by")
     parser.add_argument("--reference-optimizer", choices=CLIENT_OPTIMIZERS, default=ADAMW,
                         help="IID: the centralized reference's optimizer (default adamw)")
@@ -92,6 +95,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     unknown = [name for name in args.checks if name not in CHECKS]
     if unknown or not args.checks:
         parser.error(f"--only {args.only!r}: choose from {', '.join(CHECKS)}")
+    args.cross_device_strategies = [name.strip() for name in args.cross_device_strategies.split(",") if name.strip()]
+    missing = [name for name in ("local", "fedavg-ft") if name not in args.cross_device_strategies]
+    if missing:
+        parser.error(f"--cross-device-strategies must include {', '.join(missing)}: every verdict is against them")
     return args
 
 
@@ -200,8 +207,9 @@ def federated_check(check: str, args: argparse.Namespace) -> str:
 
 def cross_device_check(args: argparse.Namespace) -> str:
     started = time.perf_counter()
-    bench = run_bench("cross-device", CROSS_DEVICE_STRATEGIES, args)
-    runs = find_runs([bench / name for name in CROSS_DEVICE_STRATEGIES])
+    strategies = args.cross_device_strategies
+    bench = run_bench("cross-device", strategies, args)
+    runs = find_runs([bench / name for name in strategies])
     metric = "accuracy"
     lines = ["## cross-device: " + CHECKS["cross-device"].name, "", "| strategy | against | difference, points [95%] | verdict |",
              "| --- | --- | --- | --- |"]
