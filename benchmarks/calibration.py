@@ -42,6 +42,7 @@ from fedhei.data.cifar10 import Split, load_cifar10_cached
 from fedhei.errors import FedheiError
 from fedhei.experiments.layout import seed_dir
 from fedhei.federation.client_round import pooled_training_data
+from fedhei.federation.server import scenario_base_model
 from fedhei.models.registry import create_model
 from fedhei.reporting.comparison import find_runs, paired_differences
 from fedhei.reporting.intervals import Interval, bootstrap
@@ -50,7 +51,6 @@ from fedhei.reporting.tables import stdout
 from fedhei.training.device import pick_device
 from fedhei.training.loops import batches_for, correct_per_example, train
 from fedhei.training.optimizers import ADAMW, CLIENT_OPTIMIZERS, LrSchedule
-from fedhei.training.pretrain import starting_model
 from strategies.checkpoint import ServerCheckpoint
 from strategies.simulation import bench_command
 
@@ -125,8 +125,7 @@ def correct(scenario: Scenario, arrays: dict[str, np.ndarray]) -> np.ndarray:
 
 
 def base_arrays(scenario: Scenario) -> dict[str, np.ndarray]:
-    model = starting_model(scenario.pretrain_spec(), device=scenario.device, checkpoint=scenario.base_model,
-                           data_source=scenario.data_source)
+    model = scenario_base_model(scenario)
     return {name: value.detach().cpu().numpy() for name, value in model.named_parameters()}
 
 

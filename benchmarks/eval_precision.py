@@ -38,6 +38,7 @@ from fedhei.config.scenario import Scenario, load_scenario
 from fedhei.data.cifar10 import Cifar10, load_cifar10_cached
 from fedhei.data.partition import make_partition
 from fedhei.errors import FedheiError
+from fedhei.federation.server import scenario_base_model
 from fedhei.reporting.intervals import Interval, bootstrap
 from fedhei.reporting.tables import stdout
 from fedhei.training.device import pick_device
@@ -50,7 +51,6 @@ from fedhei.training.loops import (
     eval_precision,
     train,
 )
-from fedhei.training.pretrain import starting_model
 
 # An evaluation's batch size everywhere in fedhei (clients, export, the server's global evaluation).
 EVAL_BATCH = 256
@@ -171,8 +171,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         outside = [client for client in args.client_ids if not 0 <= client < len(shards)]
         if outside:
             raise FedheiError(f"--clients {args.clients}: {outside} outside 0..{len(shards) - 1}, the scenario's clients")
-        base = starting_model(scenario.pretrain_spec(), device=scenario.device, checkpoint=scenario.base_model,
-                              data_source=scenario.data_source)
+        base = scenario_base_model(scenario)
         base.to(pick_device(scenario.device))
         models = [("base", base)] + [(f"client {client}, +{args.steps} steps",
                                       personalized(base, scenario, data, shards[client], client, args.steps))

@@ -28,15 +28,13 @@ import torch
 
 from fedhei.cli.main import scenario_arguments
 from fedhei.config.scenario import Scenario, load_scenario
-from fedhei.data.cifar10 import load_cifar10_cached
 from fedhei.errors import FedheiError
 from fedhei.experiments.plain import train_plain_round
 from fedhei.federation.client_round import pooled_training_data, prepare
-from fedhei.federation.server import GLOBAL_ACCURACY, FederationServer, evaluate_global
+from fedhei.federation.server import GLOBAL_ACCURACY, FederationServer, evaluate_global, scenario_base_model
 from fedhei.federation.state import ClientState
 from fedhei.models.adapters import adapter_for
 from fedhei.training.loops import train
-from fedhei.training.pretrain import base_model
 from strategies import resolve_strategy
 
 
@@ -53,8 +51,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def federated_curve(scenario: Scenario) -> list[tuple[int, float]]:
     """(round, global accuracy) from the base (round 0) to the last round."""
     policy = resolve_strategy(scenario.strategy).policy
-    base = base_model(load_cifar10_cached(scenario.data_source or None), scenario.pretrain_spec(),
-                      device=scenario.device, checkpoint=scenario.base_model)
+    base = scenario_base_model(scenario)
     server = FederationServer(policy, {name: value.detach().cpu().numpy() for name, value in base.named_parameters()},
                               adapter_for(base).head_parameters(base), scenario.server_settings())
     prepare(scenario)
@@ -71,8 +68,7 @@ def federated_curve(scenario: Scenario) -> list[tuple[int, float]]:
 
 def centralized_curve(scenario: Scenario, steps: int, every: int) -> list[tuple[int, float]]:
     """(step, test accuracy) of the base trained on every client's shard pooled, the rate held constant."""
-    model = base_model(load_cifar10_cached(scenario.data_source or None), scenario.pretrain_spec(),
-                       device=scenario.device, checkpoint=scenario.base_model)
+    model = scenario_base_model(scenario)
     pooled = pooled_training_data(scenario, model)
 
     def accuracy() -> float:

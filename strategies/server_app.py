@@ -29,13 +29,13 @@ from fedhei.data.cifar10 import CLASSES, load_cifar10_cached
 from fedhei.data.partition import make_partition
 from fedhei.errors import FedheiError, RunFailed
 from fedhei.experiments.layout import seed_runs, state_root
+from fedhei.federation.server import scenario_base_model
 from fedhei.reporting.comparison import load_run
 from fedhei.reporting.csvs import CLIENTS_CSV, ROUNDS_CSV
 from fedhei.reporting.figures import FIGURES_DIR
 from fedhei.reporting.progress import RoundObserver
 from fedhei.reporting.report import REPORT_FILE, write_comparison, write_run
 from fedhei.reporting.results import RESULTS_FILE, TIMINGS_FILE, build_payload, partition_record, topic_record
-from fedhei.training.pretrain import starting_model
 from strategies import resolve_strategy
 from strategies.base import PersonalizedStrategy
 from strategies.checkpoint import CHECKPOINT_FILE, ServerCheckpoint
@@ -92,8 +92,7 @@ def _start(scenario: Scenario, run_dir: Path, resume: bool, observer: RoundObser
         strategy.load_state_dict(checkpoint.strategy_state, checkpoint.completed_round, checkpoint.optimizer)
         return strategy, ArrayRecord({name: Array(value) for name, value in checkpoint.arrays.items()})
     _fresh_run_dir(scenario, run_dir)
-    model = starting_model(scenario.pretrain_spec(), device=scenario.device, checkpoint=scenario.base_model,
-                           data_source=scenario.data_source)
+    model = scenario_base_model(scenario)
     initial = ArrayRecord({name: Array(value.detach().cpu().numpy()) for name, value in model.named_parameters()})
     return strategy_class(scenario, str(run_dir), uuid.uuid4().hex, observer), initial
 

@@ -30,6 +30,7 @@ from fedhei.data.cifar10 import load_cifar10_cached
 from fedhei.data.partition import make_partition
 from fedhei.errors import FedheiError, RunFailed
 from fedhei.experiments.layout import seed_runs, state_root
+from fedhei.federation.server import scenario_base_model
 from fedhei.models.registry import create_model
 from fedhei.reporting.comparison import load_run
 from fedhei.reporting.progress import ProgressDisplay
@@ -37,7 +38,6 @@ from fedhei.reporting.report import BENCH_FILE, REPORT_FILE, write_bench, write_
 from fedhei.reporting.results import COMPLETE, FINAL_ROUND_NONE, RESULTS_FILE, global_verdict, summary_line
 from fedhei.terminal import console
 from fedhei.training.device import check_device_available, pick_device
-from fedhei.training.pretrain import starting_model
 from strategies import STRATEGIES, resolve_strategy
 from strategies.checkpoint import CHECKPOINT_FILE, ServerCheckpoint
 from strategies.server_app import RunJob, earlier_run, server_app_for
@@ -126,8 +126,7 @@ def preflight(scenario: Scenario, run_dir: Path, resume: bool) -> None:
     if not scenario.is_language_model:
         data = load_cifar10_cached(scenario.data_source or None)
         make_partition(data.train.labels, data.test.labels, scenario.partition_spec())
-    starting_model(scenario.pretrain_spec(), device=scenario.device, checkpoint=scenario.base_model,
-                   data_source=scenario.data_source)
+    scenario_base_model(scenario)
     if resume:
         if scenario.state_store != "disk":
             raise FedheiError(f"this run kept client state in memory (state-store = \"{scenario.state_store}\"), which a "

@@ -23,17 +23,15 @@ from pathlib import Path
 import torch
 
 from fedhei.config.scenario import Scenario
-from fedhei.data.cifar10 import load_cifar10_cached
 from fedhei.errors import FedheiError
 from fedhei.federation.client_round import ClientJob, evaluate_round, prepare, train_round
 from fedhei.federation.export import export_model, final_model
 from fedhei.federation.policy import ClientPolicy
 from fedhei.federation.sampling import SAMPLE_EVALUATE, SAMPLE_TRAIN, sample_clients
-from fedhei.federation.server import FederationServer
+from fedhei.federation.server import FederationServer, scenario_base_model
 from fedhei.federation.state import ClientState
 from fedhei.federation.wire import decode
 from fedhei.models.adapters import adapter_for
-from fedhei.training.pretrain import base_model
 
 
 @dataclass
@@ -88,8 +86,7 @@ def run_plain(scenario: Scenario, policy: ClientPolicy, run_dir: Path, threads: 
     report = on_phase or (lambda _: None)
     run = PlainRun()
     started = time.perf_counter()
-    data = load_cifar10_cached(scenario.data_source or None)
-    base = base_model(data, scenario.pretrain_spec(), device=scenario.device, checkpoint=scenario.base_model)
+    base = scenario_base_model(scenario)
     server = FederationServer(policy, {name: value.detach().cpu().numpy() for name, value in base.named_parameters()},
                               adapter_for(base).head_parameters(base), scenario.server_settings())
     prepare(scenario)

@@ -24,6 +24,7 @@ from fedhei.models.registry import create_model
 from fedhei.training.device import pick_device
 from fedhei.training.loops import batches_for, evaluate
 from fedhei.training.optimizers import ServerSettings, ServerStep
+from fedhei.training.pretrain import starting_model
 
 Arrays = dict[str, np.ndarray]
 Updates = Sequence[tuple[float, Mapping[str, DecodedTensor]]]
@@ -31,6 +32,12 @@ Updates = Sequence[tuple[float, Mapping[str, DecodedTensor]]]
 GLOBAL_ACCURACY, GLOBAL_LOSS = "global-accuracy", "global-loss"
 # The aggregation rule proper: (current global arrays, weighted decoded updates) -> their average.
 Combine = Callable[[Arrays, Updates], Arrays]
+
+
+def scenario_base_model(scenario: Scenario) -> torch.nn.Module:
+    """The scenario's base model, the federation's round 0: what its settings name, on its device."""
+    return starting_model(scenario.pretrain_spec(), device=scenario.device, checkpoint=scenario.base_model,
+                          data_source=scenario.data_source)
 
 
 class FederationServer:
