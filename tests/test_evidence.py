@@ -1,4 +1,4 @@
-"""Evidence end to end: a bench of 2 strategies x 2 seeds (one Ray simulation), its tables, CSV and figures.
+"""Evidence end to end: a bench of 3 strategies x 2 seeds (one Ray simulation), its tables, CSV and figures.
 
 The bench runs once per module on a tiny synthetic scenario; the tests read what it wrote.
 """
@@ -32,7 +32,9 @@ batch-size = 32
 pruning-steps = 2
 calibration-batches = 1
 """
-STRATEGIES, SEEDS, CLIENTS, ROUNDS = ("fedhei", "local"), (0, 1), 4, 2
+STRATEGIES, SEEDS, CLIENTS, ROUNDS = ("fedhei", "local", "fedavg"), (0, 1), 4, 2
+# The pair every comparison here is about; FedAvg is in the bench for its global model, which the other two lack.
+PERSONAL = ("fedhei", "local")
 # Figures that draw a line, box or points per strategy, so a comparison's legend names each one.
 PER_STRATEGY = ("accuracy-per-round", "final-accuracy", "layer-pruned", "compression-accuracy", "bytes-per-round")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -72,7 +74,7 @@ def test_the_paired_difference_is_the_mean_over_seeds_of_each_clients_difference
     runs = find_runs([bench])
     metric = comparison_metric(runs)
     assert metric == "accuracy-weighted"
-    (pair,) = paired_differences(runs, metric, ["local"])
+    (pair,) = [pair for pair in paired_differences(runs, metric, ["local"]) if pair.strategy == "fedhei"]
     by_seed = []
     for seed in SEEDS:
         ours = {c["client-id"]: c[metric] for c in _results(bench / "fedhei" / f"seed-{seed}")["clients"]}
@@ -86,9 +88,9 @@ def test_csv_has_one_row_per_client_per_round_and_one_per_final_model(bench: Pat
         every_row = list(csv.DictReader(handle))
     rows = [row for row in every_row if row["client"]]
     global_rows = [row for row in every_row if not row["client"]]
-    # The global model's rows: fedhei's (round 0 is the base); local training has no global model.
+    # The global model's rows: FedAvg's (round 0 is the base); FedHEI's and local training's are not measured.
     assert sorted((row["strategy"], int(row["seed"]), int(row["round"])) for row in global_rows) == sorted(
-        itertools.product(("fedhei",), SEEDS, range(ROUNDS + 1)))
+        itertools.product(("fedavg",), SEEDS, range(ROUNDS + 1)))
     assert all(0 <= float(row["global-accuracy"]) <= 1 for row in global_rows)
     keys = [(row["strategy"], int(row["seed"]), int(row["round"]), int(row["client"])) for row in rows]
     assert sorted(keys) == sorted(itertools.product(STRATEGIES, SEEDS, range(1, ROUNDS + 1), range(CLIENTS)))
@@ -99,19 +101,23 @@ def test_csv_has_one_row_per_client_per_round_and_one_per_final_model(bench: Pat
         finals = list(csv.DictReader(handle))
     assert len(finals) == len(STRATEGIES) * len(SEEDS) * CLIENTS
     assert all(row["accuracy"] and row["accuracy-weighted"] and row["train-airplane"] for row in finals)
-    with (bench / "fedhei" / "seed-1" / "rounds.csv").open() as handle:
+    with (bench / "fedavg" / "seed-1" / "rounds.csv").open() as handle:
         assert len(list(csv.DictReader(handle))) == ROUNDS * CLIENTS + ROUNDS + 1
+    with (bench / "fedhei" / "seed-1" / "rounds.csv").open() as handle:
+        assert len(list(csv.DictReader(handle))) == ROUNDS * CLIENTS
 
 
 def test_the_global_curve_starts_at_the_base_and_the_report_draws_it(bench: Path) -> None:
-    fedhei, local = _results(bench / "fedhei" / "seed-0"), _results(bench / "local" / "seed-0")
-    curve = fedhei["global-curve"]
+    fedavg = _results(bench / "fedavg" / "seed-0")
+    curve = fedavg["global-curve"]
     assert [point["round"] for point in curve] == list(range(ROUNDS + 1))
     assert [point["global-accuracy"] for point in curve[1:]] == [record["global-eval"]["global-accuracy"]
-                                                                  for record in fedhei["rounds"]]
-    assert fedhei["summary"]["global-accuracy-base"] == curve[0]["global-accuracy"]
-    assert fedhei["summary"]["global-accuracy-final"] == curve[-1]["global-accuracy"]
-    assert local["global-curve"] == [] and "global-accuracy-base" not in local["summary"]
+                                                                  for record in fedavg["rounds"]]
+    assert fedavg["summary"]["global-accuracy-base"] == curve[0]["global-accuracy"]
+    assert fedavg["summary"]["global-accuracy-final"] == curve[-1]["global-accuracy"]
+    for unmeasured in PERSONAL:
+        results = _results(bench / unmeasured / "seed-0")
+        assert results["global-curve"] == [] and "global-accuracy-base" not in results["summary"], unmeasured
     assert (bench / "figures" / "global-accuracy.png").read_bytes().startswith(PNG_SIGNATURE)
     assert "figures/global-accuracy.png" in (bench / "report.md").read_text()
 
@@ -150,7 +156,7 @@ def _figures(directory: Path) -> list[dict]:
 def test_a_single_run_report_keeps_its_tables_and_links_every_figure(bench: Path) -> None:
     run_dir = bench / "fedhei" / "seed-0"
     figures = _figures(run_dir)
-    assert {Path(figure["file"]).stem for figure in figures} == {*PER_STRATEGY, "layer-roles", "label-distribution", "global-accuracy"}
+    assert {Path(figure["file"]).stem for figure in figures} == {*PER_STRATEGY, "layer-roles", "label-distribution"}
     report = (run_dir / "report.md").read_text()
     assert report.startswith("# tiny: fedhei") and "## Rounds" in report and "## Clients" in report
     assert "one last local round" in report
@@ -159,7 +165,7 @@ def test_a_single_run_report_keeps_its_tables_and_links_every_figure(bench: Path
 def test_the_bench_report_carries_both_strategies_in_every_comparison_figure(bench: Path) -> None:
     figures = {Path(figure["file"]).stem: figure for figure in _figures(bench)}
     for name in PER_STRATEGY:
-        assert set(STRATEGIES) <= set(figures[name]["legend"]), (name, figures[name]["legend"])
+        assert set(PERSONAL) <= set(figures[name]["legend"]), (name, figures[name]["legend"])
     # local assigns no roles: the role map shows fedhei alone; the label distribution one panel per seed.
     assert figures["layer-roles"]["panels"] == ["fedhei, seed 0"]
     assert [panel.split(":")[0] for panel in figures["label-distribution"]["panels"]] == ["seed 0", "seed 1"]
@@ -171,11 +177,11 @@ def test_fedhei_report_compares_two_runs_given_on_the_command_line(bench: Path, 
     assert str(out / "report.md") in capsys.readouterr().out
     figures = {Path(figure["file"]).stem: figure for figure in _figures(out)}
     for name in PER_STRATEGY:
-        assert set(STRATEGIES) <= set(figures[name]["legend"])
+        assert set(PERSONAL) <= set(figures[name]["legend"])
     report = (out / "report.md").read_text()
     assert re.search(r"^\| fedhei \| local \| .* \| 4 clients over 1 seed \|$", report, re.M)
     with (out / "clients.csv").open() as handle:
-        assert {row["strategy"] for row in csv.DictReader(handle)} == set(STRATEGIES)
+        assert {row["strategy"] for row in csv.DictReader(handle)} == set(PERSONAL)
 
 
 def test_several_run_directories_without_out_are_refused_in_one_line(bench: Path, capsys) -> None:
