@@ -65,23 +65,37 @@ def _pretrain_arguments(parser: argparse.ArgumentParser) -> None:
     add_scenario_flags(parser, PRETRAIN_KEYS)
     parser.add_argument("--all-train", action="store_true", help="train on all of the training set, not the public slice")
     parser.add_argument("--out", type=Path, help="also write the base model here (safetensors)")
+    parser.add_argument("--float16", action="store_true",
+                        help="write --out in float16, as fedhei ships its base, with the copy's own test accuracy")
 
 
 def _pretrain(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
+    from fedhei.atomic import check_writable_file
     from fedhei.config.flags import scenario_from_flags
     from fedhei.data.cifar10 import load_cifar10
-    from fedhei.training.pretrain import pretrain
+    from fedhei.training.pretrain import pretrain, shipped_base, write_float16
 
     scenario = scenario_from_flags(args, PRETRAIN_KEYS)
+    if args.float16 and args.out is None:
+        raise FedheiError("--float16 writes the float16 copy to --out; give --out")
+    if args.out is not None:
+        check_writable_file(args.out, "base model")
     spec = replace(scenario.pretrain_spec(), all_train=args.all_train)
     data = load_cifar10(scenario.data_source or None)
-    result = pretrain(data, spec, device=scenario.device, out=args.out)
+    result = pretrain(data, spec, device=scenario.device, out=None if args.float16 else args.out)
     origin = "cached" if result.cached else "trained"
     timing = "training time not recorded" if result.seconds is None else f"{result.seconds:.0f} s of training"
     print(f"{spec.model}: test accuracy {result.test_accuracy:.4f} ({origin}, {spec.recipe} recipe; "
           f"{result.train_images} training images, {timing}) -> {result.path}")
+    if args.float16:
+        float32_accuracy, float16_accuracy = write_float16(result.path, data, args.out)
+        print(f"float16 copy: test accuracy {float16_accuracy:.4f} ({100 * (float16_accuracy - float32_accuracy):+.2f} "
+              f"points against float32) -> {args.out}")
+    shipped = shipped_base(data, spec)
+    if shipped is not None:
+        print(f"fedhei ships this base ({shipped}); runs with these settings start from it")
     return 0
 
 

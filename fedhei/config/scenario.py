@@ -110,8 +110,9 @@ class Scenario:
     text_sequence_length: int = setting(64, "Language models: tokens (bytes) per training sequence.", at_least=1)
     # The shared base model.
     model: str = setting("vit-tiny-c10", "The model: a fedhei or timm name, or a local Qwen2 checkpoint folder.")
-    base_model: str = setting("", "The base model's checkpoint, or \"hub\" for timm's weights; empty: pre-trained on the "
-                                  "public slice (a language model starts from its own weights or a seeded random init).")
+    base_model: str = setting("", "The base model's checkpoint, or \"hub\" for timm's weights; empty: the base fedhei "
+                                  "ships when the pretrain-* settings are its own, else pre-trained on the public slice (a "
+                                  "language model starts from its own weights or a seeded random init).")
     base_seed: int = setting(0, "Seed of the public slice and of pre-training: one base model shared by every run seed.",
                              at_least=0)
     base_per_seed: bool = setting(False, "Pre-train one base model per run seed instead (slice and pre-training follow "

@@ -135,13 +135,20 @@ def pooled_training_data(scenario: Scenario, model: nn.Module) -> Batches:
     return batches_for(model, data.train, np.sort(np.concatenate(partition.train_indices)))
 
 
+@lru_cache(maxsize=2)
+def _blank_model(name: str) -> nn.Module:
+    """One freshly built model per name and process, never trained: copying it costs less than building
+    a model per client, whose every weight the client's round overwrites anyway."""
+    return create_model(name)
+
+
 def merge(job: ClientJob, global_arrays: Arrays, state: ClientState | None) -> nn.Module:
     """The global model with this client's personal parameters restored and its masks applied.
 
     A returning client receives only the shared parameters; whatever the server left out
     must come from this client's state, or the model would hold random weights.
     """
-    model = create_model(job.scenario.model)
+    model = copy.deepcopy(_blank_model(job.scenario.model))
     received = {name: torch.from_numpy(np.array(value, copy=True)) for name, value in global_arrays.items()}
     missing, unexpected = model.load_state_dict(received, strict=False)
     if unexpected:

@@ -24,10 +24,11 @@ from torch import nn
 
 from fedhei import atomic, seeding
 from fedhei.cache import cache_dir, config_hash
-from fedhei.data.cifar10 import Cifar10, load_cifar10_cached
+from fedhei.data.cifar10 import SYNTHETIC, Cifar10, load_cifar10_cached
 from fedhei.data.partition import public_slice
 from fedhei.models import language
 from fedhei.models.checkpoints import load_checkpoint, read_metadata, save_checkpoint
+from fedhei.models.safetensors_file import write_safetensors
 from fedhei.models.registry import create_model, resolve_model_name
 from fedhei.terminal import progress_bar
 from fedhei.training.device import pick_device
@@ -35,6 +36,11 @@ from fedhei.training.loops import batches_for, evaluate
 from fedhei.training.recipes import RECIPES, Recipe, Schedule, train_with_recipe
 
 log = logging.getLogger(__name__)
+
+# The base models fedhei ships, one file per model name: a pre-train of :func:`pretrain` cast to
+# float16 by :func:`write_float16`, so that the shipped scenarios start from a base worth
+# personalizing without pre-training on first use.
+SHIPPED_DIR = Path(__file__).resolve().parent / "bases"
 
 
 @dataclass(frozen=True)
@@ -141,17 +147,48 @@ def pretrain(data: Cifar10, spec: PretrainSpec, *, device: str, out: Path | None
     return PretrainResult(out or cache_file, accuracy, seconds, len(indices), cached=False)
 
 
+def shipped_base(data: Cifar10, spec: PretrainSpec) -> Path | None:
+    """The shipped base that is ``spec``'s pre-train, if fedhei ships one: the same model, recipe
+    (every setting it names), schedule, seed and slice, recorded in its metadata.
+
+    Any copy of the real CIFAR-10 gets it (the metadata keeps the fingerprint of the copy it
+    was trained on); synthetic data never does, since the base was not trained on it.
+    """
+    path = SHIPPED_DIR / f"{spec.model}.safetensors"
+    if data.source == SYNTHETIC or not path.is_file():
+        return None
+    metadata = read_metadata(path)
+    recorded = (metadata.get("spec"), metadata.get("recipe-settings"))
+    return path if recorded == (str(asdict(spec)), str(asdict(spec.recipe_settings))) else None
+
+
+def write_float16(pretrained: Path, data: Cifar10, out: Path) -> tuple[float, float]:
+    """Write ``pretrained`` cast to float16 to ``out`` (half the bytes: the form fedhei ships a base in),
+    with the copy's own test accuracy, measured as runs load it (back into float32), in its metadata.
+
+    Returns the float32 original's test accuracy and the copy's, so that what the cast loses is measured.
+    """
+    metadata = read_metadata(pretrained)
+    model = load_checkpoint(pretrained)
+    halves = {name: value.detach().half() for name, value in model.state_dict().items()}
+    model.load_state_dict(halves)
+    accuracy = evaluate(model, batches_for(model, data.test))["accuracy"]
+    write_safetensors(out, halves, {**metadata, "dtype": "float16", "test-accuracy": f"{accuracy:.6f}",
+                                    "float32-test-accuracy": metadata["test-accuracy"]})
+    return float(metadata["test-accuracy"]), accuracy
+
+
 HUB = "hub"
 
 
 def base_model(data: Cifar10, spec: PretrainSpec, *, device: str, checkpoint: str = "") -> VisionTransformer:
     """The federation's starting point: a checkpoint path, timm's hub weights ("hub", online
-    only), else the cached (or freshly trained) pre-train on the public slice."""
+    only), else the pre-train on the public slice: shipped with fedhei, cached, or trained now."""
     if checkpoint == HUB:
         return create_model(spec.model, pretrained=True)
     if checkpoint:
         return load_checkpoint(checkpoint, spec.model)
-    return load_checkpoint(pretrain(data, spec, device=device).path)
+    return load_checkpoint(shipped_base(data, spec) or pretrain(data, spec, device=device).path)
 
 
 def language_base_model(spec: PretrainSpec, checkpoint: str = "") -> nn.Module:
