@@ -70,12 +70,11 @@ from fedhei.config.scenario import Scenario, load_scenario
 from fedhei.errors import FedheiError
 from fedhei.experiments import plain
 from fedhei.federation import client_round
-from fedhei.federation.client_round import ClientJob, client_data, prepare
+from fedhei.federation.client_round import ClientJob, client_data
 from fedhei.federation.policy import ClientPolicy
 from fedhei.federation.sampling import SAMPLE_TRAIN, sample_clients
-from fedhei.federation.server import FederationServer, scenario_base_model
+from fedhei.federation.server import scenario_base_model
 from fedhei.federation.state import ClientState
-from fedhei.models.adapters import adapter_for
 from fedhei.reporting.tables import stdout
 from fedhei.training.device import pick_device
 from fedhei.training.loops import TRAINED_EXAMPLES, ArrayBatches, train
@@ -198,10 +197,7 @@ def _observing_train_round(images: Work) -> TrainRound:
 
 def _plain(scenario: Scenario, policy: ClientPolicy) -> dict[str, Any]:
     torch.set_num_threads(client_threads(scenario))
-    base = scenario_base_model(scenario)
-    server = FederationServer(policy, {name: value.detach().cpu().numpy() for name, value in base.named_parameters()},
-                              adapter_for(base).head_parameters(base), scenario.server_settings())
-    prepare(scenario)
+    server = plain.plain_server(scenario, policy)
     states: dict[int, ClientState] = {}
     images: Work = {}
     plain.train_round = _observing_train_round(images)

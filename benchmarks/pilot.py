@@ -29,11 +29,10 @@ import torch
 from fedhei.cli.main import scenario_arguments
 from fedhei.config.scenario import Scenario, load_scenario
 from fedhei.errors import FedheiError
-from fedhei.experiments.plain import train_plain_round
-from fedhei.federation.client_round import pooled_training_data, prepare
-from fedhei.federation.server import GLOBAL_ACCURACY, FederationServer, evaluate_global, scenario_base_model
+from fedhei.experiments.plain import plain_server, train_plain_round
+from fedhei.federation.client_round import pooled_training_data
+from fedhei.federation.server import GLOBAL_ACCURACY, evaluate_global, scenario_base_model
 from fedhei.federation.state import ClientState
-from fedhei.models.adapters import adapter_for
 from fedhei.training.loops import train
 from strategies import resolve_strategy
 
@@ -51,10 +50,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def federated_curve(scenario: Scenario) -> list[tuple[int, float]]:
     """(round, global accuracy) from the base (round 0) to the last round."""
     policy = resolve_strategy(scenario.strategy).policy
-    base = scenario_base_model(scenario)
-    server = FederationServer(policy, {name: value.detach().cpu().numpy() for name, value in base.named_parameters()},
-                              adapter_for(base).head_parameters(base), scenario.server_settings())
-    prepare(scenario)
+    server = plain_server(scenario, policy)
     curve = [(0, evaluate_global(scenario, server.current)[GLOBAL_ACCURACY])]
     states: dict[int, ClientState] = {}
     every = scenario.global_eval_every or scenario.num_server_rounds

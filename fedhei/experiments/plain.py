@@ -64,6 +64,15 @@ def train_plain_round(scenario: Scenario, policy: ClientPolicy, server: Federati
     server.aggregate(updates)
 
 
+def plain_server(scenario: Scenario, policy: ClientPolicy) -> FederationServer:
+    """A plain federation's server at round 0 (the scenario's base model), with every client's data prepared."""
+    base = scenario_base_model(scenario)
+    server = FederationServer(policy, {name: value.detach().cpu().numpy() for name, value in base.named_parameters()},
+                              adapter_for(base).head_parameters(base), scenario.server_settings())
+    prepare(scenario)
+    return server
+
+
 def _check(scenario: Scenario) -> None:
     if scenario.fault_crash or scenario.fault_hang or scenario.fault_drop:
         raise FedheiError("the plain loop replays a federation without failures; set fault-crash, fault-hang and "
@@ -86,10 +95,7 @@ def run_plain(scenario: Scenario, policy: ClientPolicy, run_dir: Path, threads: 
     report = on_phase or (lambda _: None)
     run = PlainRun()
     started = time.perf_counter()
-    base = scenario_base_model(scenario)
-    server = FederationServer(policy, {name: value.detach().cpu().numpy() for name, value in base.named_parameters()},
-                              adapter_for(base).head_parameters(base), scenario.server_settings())
-    prepare(scenario)
+    server = plain_server(scenario, policy)
     states: dict[int, ClientState] = {}
     run.setup_seconds = time.perf_counter() - started
     for server_round in range(1, scenario.num_server_rounds + 1):
