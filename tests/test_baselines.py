@@ -212,6 +212,8 @@ num-server-rounds = 2
 dirichlet-alpha = 0.5
 pretrain-epochs = 1.0
 local-epochs = 0.25
+max-local-steps = 4
+finetune-steps = 4
 batch-size = 32
 ala-start-epochs = 2
 """

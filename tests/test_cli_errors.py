@@ -155,6 +155,8 @@ fraction-train = 1.0
 num-server-rounds = 1
 pretrain-epochs = 1.0
 local-epochs = 0.25
+max-local-steps = 4
+finetune-steps = 4
 batch-size = 32
 calibration-batches = 1
 scorer = "magnitude"
@@ -167,12 +169,14 @@ def _snapshot(folder: Path) -> dict[str, bytes]:
 
 def test_a_second_run_into_a_finished_run_is_refused_unless_overwrite(tmp_path: Path,
                                                                       fedhei_cli: Callable[..., subprocess.CompletedProcess[str]]) -> None:
+    """The refusal reads only what a finished run leaves (results.json, status complete), so the earlier run
+    here is those files; the replacement is a real run."""
     scenario, run_dir = tmp_path / "again.toml", tmp_path / "run"
     scenario.write_text(TINY)
-    first = fedhei_cli("run", str(scenario), "--out", str(run_dir), "--quiet")
-    assert first.returncode == 0, first.stderr
+    (run_dir / "clients" / "0").mkdir(parents=True)
+    (run_dir / "results.json").write_text('{"status": "complete", "scenario": {"seed": 0}}')
+    (run_dir / "clients" / "0" / "model.safetensors").write_bytes(b"an earlier model")
     finished = _snapshot(run_dir)
-    assert "results.json" in finished
 
     again = fedhei_cli("run", str(scenario), "--out", str(run_dir))
     assert again.returncode == 2 and again.stdout == "", again.stdout + again.stderr
@@ -184,7 +188,7 @@ def test_a_second_run_into_a_finished_run_is_refused_unless_overwrite(tmp_path: 
     assert replaced.returncode == 0, replaced.stderr
     payload = json.loads((run_dir / "results.json").read_text())
     assert payload["status"] == "complete" and payload["scenario"]["seed"] == 1
-    assert (run_dir / "results.json").read_bytes() != finished["results.json"]
+    assert (run_dir / "clients" / "0" / "model.safetensors").read_bytes() != finished["clients/0/model.safetensors"]
 
 
 def test_flwr_run_refuses_a_directory_holding_a_run_in_one_log_line(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

@@ -182,7 +182,7 @@ def test_two_supernodes_run_two_rounds_on_loopback_and_leave_no_process(sandbox:
     scenario.write_text(_toml({
         "name": "loopback", "strategy": "fedhei", "num-clients": 2, "fraction-train": 1.0, "num-server-rounds": 2,
         "fraction-evaluate": 0.5, "model": "vit-micro", "data-source": "synthetic", "dirichlet-alpha": 0.5,
-        "pretrain-epochs": 1.0, "local-epochs": 0.25, "max-local-steps": 4, "batch-size": 32, "pruning-steps": 2,
+        "pretrain-epochs": 1.0, "local-epochs": 0.25, "max-local-steps": 4, "finetune-steps": 4, "batch-size": 32, "pruning-steps": 2,
         "calibration-batches": 1, "out-dir": str(out_dir),
     }))
 

@@ -66,6 +66,8 @@ def federation(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
         dirichlet_alpha=0.5,
         pretrain_epochs=1.0,
         local_epochs=0.25,
+        max_local_steps=4,
+        finetune_steps=4,
         batch_size=32,
         pruning_steps=2,
         prob=0.5,

@@ -2,12 +2,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
 from fedhei.config.scenario import Scenario
+from fedhei.data import partition
 from fedhei.data.partition import PartitionSpec, majority_class_rate, make_partition
 from fedhei.errors import FedheiError
 
@@ -88,3 +90,46 @@ def test_more_clients_than_images_is_a_user_error() -> None:
     labels = np.repeat(np.arange(10), 3)
     with pytest.raises(FedheiError, match="num-clients"):
         make_partition(labels, labels, replace(spec(partition="iid", num_clients=100), public_fraction=0.0))
+
+
+def test_a_split_is_computed_once_per_cache_and_read_back_equal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two empty caches compute the same split; a third call reads it from disk without the partitioner;
+    a damaged cache file is computed again; another spec never reads it."""
+    split_spec = spec(num_clients=20, dirichlet_alpha=0.1, seed=7)
+    splits = []
+    for root in ("first", "second"):
+        monkeypatch.setenv("FEDHEI_CACHE", str(tmp_path / root))
+        splits.append(make_partition(TRAIN_LABELS, TEST_LABELS, split_spec))
+    stored = list((tmp_path / "second" / "partitions").glob("*.npz"))
+    assert len(stored) == 1
+
+    def no_partitioner(*_: object) -> None:
+        raise AssertionError("the partitioner ran although the split was cached")
+
+    real_partitioner = partition._partition_private
+    monkeypatch.setattr(partition, "_partition_private", no_partitioner)
+    splits.append(make_partition(TRAIN_LABELS, TEST_LABELS, split_spec))
+    with pytest.raises(AssertionError, match="the partitioner ran"):
+        make_partition(TRAIN_LABELS, TEST_LABELS, replace(split_spec, seed=8))
+    monkeypatch.setattr(partition, "_partition_private", real_partitioner)
+    stored[0].write_bytes(b"not an npz file")
+    splits.append(make_partition(TRAIN_LABELS, TEST_LABELS, split_spec))
+    for other in splits[1:]:
+        for ours, theirs in zip(splits[0].train_indices, other.train_indices, strict=True):
+            assert ours.dtype == theirs.dtype == np.int64 and np.array_equal(ours, theirs)
+
+
+def test_a_cache_that_cannot_be_written_costs_time_not_the_split(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FEDHEI_CACHE", str(tmp_path))
+
+    def read_only(*_: object) -> None:
+        raise FedheiError(f"cannot write {tmp_path} (Read-only file system); choose a writable path")
+
+    monkeypatch.setattr(partition.atomic, "write_with", read_only)
+    split_spec = spec(num_clients=5, seed=3)
+    uncached = make_partition(TRAIN_LABELS, TEST_LABELS, split_spec)
+    assert not (tmp_path / "partitions").exists()
+    monkeypatch.undo()
+    monkeypatch.setenv("FEDHEI_CACHE", str(tmp_path / "writable"))
+    for ours, theirs in zip(uncached.train_indices, make_partition(TRAIN_LABELS, TEST_LABELS, split_spec).train_indices, strict=True):
+        assert np.array_equal(ours, theirs)

@@ -62,7 +62,7 @@ def test_a_scenario_runs_on_an_existing_ray_cluster_and_the_head_is_stopped(tmp_
         tree = process_tree(psutil.Process(head.pid))
         scenario = Scenario(name="on-cluster", data_source="synthetic", model="vit-micro", num_clients=3, fraction_train=1.0,
                             num_server_rounds=1, pretrain_epochs=1.0, local_epochs=0.25, batch_size=32, calibration_batches=1,
-                            scorer="magnitude", ray_address=f"127.0.0.1:{port}")
+                            scorer="magnitude", max_local_steps=4, finetune_steps=4, ray_address=f"127.0.0.1:{port}")
         payload = run_scenario(scenario, tmp_path / "run", quiet=True)
         assert payload["status"] == "complete" and payload["rounds"][0]["aggregated"] == [0, 1, 2]
         # Joining the head leaves it running: the cluster outlives the run, as a shared one must.

@@ -9,15 +9,21 @@ model is judged on the distribution its user actually sees.
 
 from __future__ import annotations
 
+import hashlib
 import logging
-from dataclasses import dataclass, field
+import zlib
+from dataclasses import asdict, dataclass, field
 from enum import StrEnum
+from importlib.metadata import version
+from pathlib import Path
 
 import numpy as np
 
-from fedhei import seeding
+from fedhei import atomic, seeding
+from fedhei.cache import cache_dir, config_hash
 from fedhei.errors import FedheiError
 
+log = logging.getLogger(__name__)
 logging.getLogger("datasets").setLevel(logging.ERROR)
 
 
@@ -69,7 +75,7 @@ def make_partition(train_labels: np.ndarray, test_labels: np.ndarray, spec: Part
     if spec.num_clients > len(private):
         raise FedheiError(f"num-clients is {spec.num_clients} but only {len(private)} training images "
                           "remain for clients; use fewer clients or a smaller public-fraction")
-    train_indices = _partition_private(private, train_labels[private], spec)
+    train_indices = _cached_private_split(private, train_labels[private], spec)
     label_counts = np.stack([np.bincount(train_labels[idx], minlength=num_classes) for idx in train_indices])
     test_indices = [
         _matching_test_split(counts, test_labels, spec.test_ratio, seeding.rng(spec.seed, "client-test-split", client))
@@ -89,6 +95,42 @@ def public_slice(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
         for label in np.unique(labels)
     ]
     return np.sort(np.concatenate(chosen)).astype(np.int64)
+
+
+def _cached_private_split(indices: np.ndarray, labels: np.ndarray, spec: PartitionSpec) -> list[np.ndarray]:
+    """:func:`_partition_private`, kept on disk under the cache root for the same spec and the same images.
+
+    Every worker of a simulation splits the data once before its first round; from the
+    cache that costs milliseconds instead of importing flwr-datasets (and through it
+    pandas, matplotlib and seaborn) and running the partitioner: seconds per worker, and
+    a fixed cost of every run. The key holds every field of the spec, a digest of the
+    indices and labels split and the partitioner's version, so a different split, data
+    set or partitioner never reads it.
+    """
+    digest = hashlib.sha256(np.ascontiguousarray(indices, dtype=np.int64).tobytes()
+                            + np.ascontiguousarray(labels, dtype=np.int64).tobytes()).hexdigest()
+    key = config_hash({"spec": asdict(spec), "images": digest, "flwr-datasets": version("flwr-datasets")}, length=32)
+    cache_file = cache_dir() / "partitions" / f"{key}.npz"
+    if cache_file.is_file():
+        try:
+            with np.load(cache_file, allow_pickle=False) as stored:
+                return np.split(stored["indices"], stored["offsets"])
+        except (OSError, ValueError, KeyError, zlib.error):
+            cache_file.unlink(missing_ok=True)
+    shards = _partition_private(indices, labels, spec)
+    try:
+        atomic.write_with(cache_file, lambda tmp: _write_shards(tmp, shards))
+    except FedheiError as error:
+        # The split is only a cache entry: a read-only cache costs the next worker time, never the run.
+        log.warning("the split was not cached: %s", error)
+    return shards
+
+
+def _write_shards(path: Path, shards: list[np.ndarray]) -> None:
+    """The shards as one index array and the offsets that cut it (plain arrays: nothing to unpickle)."""
+    offsets = np.cumsum([len(shard) for shard in shards[:-1]], dtype=np.int64)
+    with path.open("wb") as handle:
+        np.savez(handle, indices=np.concatenate(shards).astype(np.int64), offsets=offsets)
 
 
 def _partition_private(indices: np.ndarray, labels: np.ndarray, spec: PartitionSpec) -> list[np.ndarray]:
