@@ -75,6 +75,7 @@ from fedhei.federation.policy import ClientPolicy
 from fedhei.federation.sampling import SAMPLE_TRAIN, sample_clients
 from fedhei.federation.server import scenario_base_model
 from fedhei.federation.state import ClientState
+from fedhei.processes import process_tree, wait_until_stopped
 from fedhei.reporting.tables import stdout
 from fedhei.training.device import pick_device
 from fedhei.training.loops import TRAINED_EXAMPLES, ArrayBatches, train
@@ -132,9 +133,11 @@ def client_threads(scenario: Scenario) -> int:
 
 
 def simulation_workers(scenario: Scenario) -> int:
-    """Clients a simulation on this machine trains at once: a local Ray's CPUs over client-num-cpus, as Flower
-    sizes its actor pool (and fedhei's ``simulation_in_flight`` counts them)."""
-    return max(1, int((os.cpu_count() or 1) // scenario.client_num_cpus))
+    """Clients a simulation on this machine trains at once (imported here, so that the loops' processes never
+    import Flower)."""
+    from strategies.simulation import local_workers
+
+    return local_workers(scenario)
 
 
 def sampled(scenario: Scenario, server_round: int) -> list[int]:
@@ -343,30 +346,19 @@ def measure_side(side: str, scenario: Scenario, folder: Path) -> dict[str, Any]:
     return json.loads((folder / f"{side}.json").read_text(encoding="utf-8"))
 
 
-def _running(process: psutil.Process) -> bool:
-    try:
-        return process.status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
 def stop_tree(pid: int) -> None:
     """Kill a process and every process under it, and wait until none runs.
 
-    SIGKILL, since nothing of them is kept and Ray's SIGTERM handlers print a stack trace
-    each; a killed process counts as ended once it is a zombie (its parent, or init, reaps it).
+    SIGKILL, since nothing of them is kept and Ray's SIGTERM handlers print a stack trace each.
     """
     try:
-        root = psutil.Process(pid)
-        tree = [root, *root.children(recursive=True)]
+        tree = process_tree(psutil.Process(pid))
     except psutil.NoSuchProcess:
         return
     for process in tree:
         with contextlib.suppress(psutil.NoSuchProcess):
             process.kill()
-    deadline = time.monotonic() + GRACE_SECONDS
-    while any(_running(process) for process in tree) and time.monotonic() < deadline:
-        time.sleep(POLL_SECONDS / 5)
+    wait_until_stopped(tree, GRACE_SECONDS)
 
 
 def measure_simulation(scenario: Scenario, folder: Path) -> dict[str, Any]:

@@ -84,13 +84,19 @@ def check_ray_address(address: str, wait: float = RAY_HEAD_WAIT_S) -> None:
                           "head (ray start --head) or fix ray-address") from error
 
 
+def local_workers(scenario: Scenario) -> int:
+    """Clients a simulation on this machine runs at once: a local Ray's CPUs over client-num-cpus, as Flower
+    sizes its actor pool."""
+    return max(1, int((os.cpu_count() or 1) // scenario.client_num_cpus))
+
+
 def simulation_in_flight(scenario: Scenario) -> int | None:
     """How many messages the server lets wait at once in a simulation on this machine: twice the clients Ray
-    runs at once (its CPUs over client-num-cpus), so no worker waits while Flower's engine scans only a few.
+    runs at once, so no worker waits while Flower's engine scans only a few.
     On a cluster (``ray-address``) its size is not known here: no limit."""
     if scenario.ray_address:
         return None
-    return 2 * max(1, int((os.cpu_count() or 1) // scenario.client_num_cpus))
+    return 2 * local_workers(scenario)
 
 
 class _QuietFlower(logging.Filter):

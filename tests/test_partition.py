@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from fedhei import atomic
 from fedhei.config.scenario import Scenario
 from fedhei.data import partition
 from fedhei.data.partition import PartitionSpec, majority_class_rate, make_partition
@@ -125,7 +126,7 @@ def test_a_cache_that_cannot_be_written_costs_time_not_the_split(tmp_path: Path,
     def read_only(*_: object) -> None:
         raise FedheiError(f"cannot write {tmp_path} (Read-only file system); choose a writable path")
 
-    monkeypatch.setattr(partition.atomic, "write_with", read_only)
+    monkeypatch.setattr(atomic, "write_with", read_only)
     split_spec = spec(num_clients=5, seed=3)
     uncached = make_partition(TRAIN_LABELS, TEST_LABELS, split_spec)
     assert not (tmp_path / "partitions").exists()

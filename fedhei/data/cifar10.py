@@ -26,8 +26,9 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from fedhei import atomic, seeding
+from fedhei import seeding
 from fedhei.cache import cache_dir
+from fedhei.data.array_cache import read_arrays, write_arrays
 from fedhei.errors import FedheiError
 
 DATA_ENV = "FEDHEI_CIFAR10"
@@ -38,6 +39,8 @@ SYNTHETIC = "synthetic"
 DOWNLOAD = "download"
 # Where the machines of this project keep the JPEG copy, relative to a checkout.
 _SHARED_TARBALL = Path("..") / "shared" / "data" / "cifar10-jpeg" / "cifar10-jpeg.tar.gz"
+# The arrays of a decoded source's cache file.
+CACHED_ARRAYS = ("train_images", "train_labels", "test_images", "test_labels")
 
 
 # (split, class name, file name, image bytes) for every image of an image-folder source.
@@ -162,29 +165,17 @@ def _folder_fingerprint(root: Path) -> str:
 def _cached_decode(path: Path, checksum: str, decode: DecodeFn) -> Cifar10:
     cache_file = cache_dir() / "cifar10" / f"{checksum[:32]}.npz"
     fingerprint = f"jpeg-{checksum[:16]}"
-    if cache_file.is_file():
-        try:
-            with np.load(cache_file, allow_pickle=False) as arrays:
-                return Cifar10(
-                    train=Split(arrays["train_images"], arrays["train_labels"]),
-                    test=Split(arrays["test_images"], arrays["test_labels"]),
-                    source=str(path),
-                    fingerprint=fingerprint,
-                )
-        except (OSError, ValueError, KeyError, zlib.error):
-            cache_file.unlink(missing_ok=True)
-    samples = decode(path)
-    data = _assemble(samples, path)
-    atomic.write_with(
-        cache_file,
-        lambda tmp: np.savez(
-            tmp.open("wb"),
-            train_images=data.train.images,
-            train_labels=data.train.labels,
-            test_images=data.test.images,
-            test_labels=data.test.labels,
-        ),
-    )
+    stored = read_arrays(cache_file, CACHED_ARRAYS)
+    if stored is not None:
+        return Cifar10(
+            train=Split(stored["train_images"], stored["train_labels"]),
+            test=Split(stored["test_images"], stored["test_labels"]),
+            source=str(path),
+            fingerprint=fingerprint,
+        )
+    data = _assemble(decode(path), path)
+    write_arrays(cache_file, dict(zip(CACHED_ARRAYS, (data.train.images, data.train.labels, data.test.images,
+                                                      data.test.labels), strict=True)))
     return Cifar10(train=data.train, test=data.test, source=str(path), fingerprint=fingerprint)
 
 

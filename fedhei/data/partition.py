@@ -11,16 +11,15 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import zlib
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from importlib.metadata import version
-from pathlib import Path
 
 import numpy as np
 
-from fedhei import atomic, seeding
+from fedhei import seeding
 from fedhei.cache import cache_dir, config_hash
+from fedhei.data.array_cache import read_arrays, write_arrays
 from fedhei.errors import FedheiError
 
 log = logging.getLogger(__name__)
@@ -111,26 +110,17 @@ def _cached_private_split(indices: np.ndarray, labels: np.ndarray, spec: Partiti
                             + np.ascontiguousarray(labels, dtype=np.int64).tobytes()).hexdigest()
     key = config_hash({"spec": asdict(spec), "images": digest, "flwr-datasets": version("flwr-datasets")}, length=32)
     cache_file = cache_dir() / "partitions" / f"{key}.npz"
-    if cache_file.is_file():
-        try:
-            with np.load(cache_file, allow_pickle=False) as stored:
-                return np.split(stored["indices"], stored["offsets"])
-        except (OSError, ValueError, KeyError, zlib.error):
-            cache_file.unlink(missing_ok=True)
+    stored = read_arrays(cache_file, ("indices", "offsets"))
+    if stored is not None:
+        return np.split(stored["indices"], stored["offsets"])
     shards = _partition_private(indices, labels, spec)
+    offsets = np.cumsum([len(shard) for shard in shards[:-1]], dtype=np.int64)
     try:
-        atomic.write_with(cache_file, lambda tmp: _write_shards(tmp, shards))
+        write_arrays(cache_file, {"indices": np.concatenate(shards).astype(np.int64), "offsets": offsets})
     except FedheiError as error:
         # The split is only a cache entry: a read-only cache costs the next worker time, never the run.
         log.warning("the split was not cached: %s", error)
     return shards
-
-
-def _write_shards(path: Path, shards: list[np.ndarray]) -> None:
-    """The shards as one index array and the offsets that cut it (plain arrays: nothing to unpickle)."""
-    offsets = np.cumsum([len(shard) for shard in shards[:-1]], dtype=np.int64)
-    with path.open("wb") as handle:
-        np.savez(handle, indices=np.concatenate(shards).astype(np.int64), offsets=offsets)
 
 
 def _partition_private(indices: np.ndarray, labels: np.ndarray, spec: PartitionSpec) -> list[np.ndarray]:
