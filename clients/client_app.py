@@ -12,6 +12,8 @@ so the server can sample clients by partition id and never by Flower node id.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -22,10 +24,11 @@ from flwr.common.constant import ErrorCode
 from clients.state import StateStore, open_store
 from fedhei.config.scenario import Scenario
 from fedhei.experiments.layout import state_root
-from fedhei.federation.client_round import ClientJob, evaluate_round, prepare, train_round
+from fedhei.federation.client_round import ClientJob, blank_copy, evaluate_round, prepare, train_round
 from fedhei.federation.export import finalize
 from fedhei.federation.faults import Fault, InjectedCrash, fault_for, hang_seconds
 from fedhei.federation.policy import ClientPolicy
+from fedhei.federation.wire import npy_array
 
 app = ClientApp()
 
@@ -61,7 +64,28 @@ def _store(job: ClientJob, context: Context, message: Message) -> StateStore:
 
 
 def _global_arrays(message: Message) -> dict:
-    return {name: array.numpy() for name, array in message.content["arrays"].items()}
+    return {name: npy_array(array.data, array.dtype, array.shape) for name, array in message.content["arrays"].items()}
+
+
+_worker_models: dict[str, torch.nn.Module] = {}
+
+
+@contextmanager
+def worker_model(job: ClientJob) -> Iterator[torch.nn.Module]:
+    """This worker's one model of the job's name, which every client it runs loads its weights into.
+
+    A round that raises may leave it half-changed (a scorer's hooks, frozen parameters): it is dropped
+    then, and the next client gets a fresh one.
+    """
+    name = job.scenario.model
+    if name not in _worker_models:
+        _worker_models.clear()
+        _worker_models[name] = blank_copy(name)
+    try:
+        yield _worker_models[name]
+    except BaseException:
+        _worker_models.pop(name, None)
+        raise
 
 
 def _reply(message: Message, job: ClientJob, metrics: dict[str, float], **records: ArrayRecord | ConfigRecord) -> Message:
@@ -87,14 +111,17 @@ def train(message: Message, context: Context) -> Message:
     if fault is Fault.CRASH:
         raise InjectedCrash("injected crash (fault-crash)")
     store = _store(job, context, message)
-    update, metrics, state = train_round(job, _global_arrays(message), store.load(before_round=job.server_round))
+    with worker_model(job) as model:
+        update, metrics, state = train_round(job, _global_arrays(message), store.load(before_round=job.server_round), into=model)
+        # Array copies each update into the message before the worker's model takes the next client.
+        arrays = ArrayRecord({name: Array(value) for name, value in update.items()})
     store.save(state, job.server_round)
     roles = state.roles
     reply = _reply(
         message,
         job,
         metrics,
-        arrays=ArrayRecord({name: Array(value) for name, value in update.items()}),
+        arrays=arrays,
         roles=ConfigRecord({"generic": roles.generic() if roles else [], "personalized": roles.personalized() if roles else []}),
     )
     if fault is Fault.HANG:
@@ -110,5 +137,6 @@ def evaluate(message: Message, context: Context) -> Message:
     if bool(message.content["config"].get("final", False)):
         metrics = finalize(job, _global_arrays(message), state, Path(str(message.content["config"]["run-dir"])))
     else:
-        metrics = evaluate_round(job, _global_arrays(message), state)
+        with worker_model(job) as model:
+            metrics = evaluate_round(job, _global_arrays(message), state, into=model)
     return _reply(message, job, metrics)

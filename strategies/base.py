@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
-from flwr.common.constant import ErrorCode
+from flwr.common.constant import ErrorCode, SType
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg, Result
 
@@ -35,7 +35,7 @@ from fedhei.errors import RunFailed
 from fedhei.federation.policy import ClientPolicy
 from fedhei.federation.sampling import SAMPLE_EVALUATE, SAMPLE_TRAIN, sample_clients
 from fedhei.federation.server import FederationServer, evaluate_global, measures_global_model
-from fedhei.federation.wire import DecodedTensor, UpdateError, decode, masked_average
+from fedhei.federation.wire import DecodedTensor, UpdateError, decode, masked_average, npy_array
 from fedhei.models.registry import head_parameter_names
 from fedhei.reporting.intervals import worst_decile
 from fedhei.reporting.progress import RoundLines, RoundObserver
@@ -156,6 +156,8 @@ class PersonalizedStrategy(FedAvg):
         # How many roll-call and export messages may wait at once (see strategies.directory.exchange); None: all.
         self.in_flight: int | None = None
         self._evaluate_sampled: dict[int, list[int]] = {}
+        # Training replies checked and decoded as they arrived, by message id, until the round aggregates them.
+        self._checked: dict[str, tuple[float, dict[str, DecodedTensor]] | UpdateError] = {}
 
     def summary(self) -> None:
         log.info("%s: policy %s, %d clients, %.0f%% per round", type(self).__name__, self.policy.to_config(),
@@ -269,8 +271,29 @@ class PersonalizedStrategy(FedAvg):
         loss = float(metrics.get("train-loss", 0.0))
         if not np.isfinite(loss):
             raise UpdateError("train-loss is NaN")
-        arrays = {name: array.numpy() for name, array in content.array_records["arrays"].items()}
-        return weight, decode(arrays, current)
+        return weight, decode(_reply_arrays(content.array_records["arrays"]), current)
+
+    def check_on_arrival(self, reply: Message) -> None:
+        """Check and decode a training reply while other clients still train, so the round's end only averages.
+
+        The result is what :meth:`check_reply` gives at aggregation (it depends on the reply and on
+        the global model, which a round does not change before it aggregates), so it is kept and used there.
+        """
+        assert self.server is not None, "the server is built before any round"
+        if reply.has_error():
+            return
+        try:
+            self._checked[reply.metadata.message_id] = self.check_reply(reply, self.server.current)
+        except UpdateError as error:
+            self._checked[reply.metadata.message_id] = error
+
+    def _checked_reply(self, reply: Message, current: dict[str, np.ndarray]) -> tuple[float, dict[str, DecodedTensor]]:
+        checked = self._checked.pop(reply.metadata.message_id, None)
+        if checked is None:
+            return self.check_reply(reply, current)
+        if isinstance(checked, UpdateError):
+            raise checked
+        return checked
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]) -> tuple[ArrayRecord | None, MetricRecord | None]:
         record = self.rounds.setdefault(server_round, RoundLog(server_round))
@@ -289,7 +312,7 @@ class PersonalizedStrategy(FedAvg):
                 continue
             record.bytes_up += reply.content.array_records["arrays"].count_bytes() if "arrays" in reply.content.array_records else 0
             try:
-                accepted.append(self.check_reply(reply, current))
+                accepted.append(self._checked_reply(reply, current))
             except UpdateError as error:
                 record.fail(client, "train", INVALID, str(error))
                 continue
@@ -401,8 +424,9 @@ class PersonalizedStrategy(FedAvg):
             started = time.perf_counter()
             messages = list(self.configure_train(server_round, result.arrays, train_config or ConfigRecord(), grid))
             self.observer.round_started(server_round, num_rounds, len(messages))
-            replies = exchange(grid, messages, timeout, on_reply=lambda _: self.observer.reply_received())
+            replies = exchange(grid, messages, timeout, on_reply=self._train_reply_arrived)
             arrays, _ = self.aggregate_train(server_round, replies)
+            self._checked.clear()
             self._stop_if_too_many_failed(server_round)
             if arrays is not None:
                 result.arrays = arrays
@@ -417,6 +441,10 @@ class PersonalizedStrategy(FedAvg):
         if not any(self.rounds[number].aggregated for number in self.rounds):
             raise RunFailed("no client update was aggregated in any round; see the failures in results.json")
         return result
+
+    def _train_reply_arrived(self, reply: Message) -> None:
+        self.check_on_arrival(reply)
+        self.observer.reply_received()
 
     def _global_eval_due(self, server_round: int) -> bool:
         """Whether the global model is measured on the whole test set after ``server_round`` (0: the base)."""
@@ -480,6 +508,19 @@ class PersonalizedStrategy(FedAvg):
             log.info("final export failed on client %d (%s): %s", failure["client"], failure["kind"], failure["reason"])
         self.export_seconds = time.perf_counter() - started
         return finals, failures
+
+
+def _reply_arrays(record: ArrayRecord) -> dict[str, np.ndarray]:
+    """A reply's arrays as numpy; an array that is no readable ``.npy`` payload is an :class:`UpdateError`."""
+    arrays = {}
+    for name, array in record.items():
+        if array.stype != SType.NUMPY:
+            raise UpdateError(f"'{name}' is serialized as '{array.stype}', not '{SType.NUMPY}'")
+        try:
+            arrays[name] = npy_array(array.data, array.dtype, array.shape)
+        except (ValueError, TypeError, EOFError) as error:
+            raise UpdateError(f"'{name}' is not a readable array: {error}") from error
+    return arrays
 
 
 def _numbers(record: MetricRecord) -> dict[str, float]:

@@ -8,15 +8,17 @@ import numpy as np
 import pytest
 import torch
 
+from clients.client_app import worker_model
 from fedhei.config.scenario import Scenario
 from fedhei.errors import FedheiError
-from fedhei.federation.client_round import ClientJob, train_round
+from fedhei.federation.client_round import ClientJob, blank_copy, evaluate_round, train_round
 from fedhei.federation.export import finalize
 from fedhei.federation.policy import ClientPolicy, Pruning, Sharing, download_parameters
 from fedhei.federation.server import FederationServer
 from fedhei.federation.wire import VALUES_SUFFIX
 from fedhei.models.adapters import adapter_for
 from fedhei.models.registry import create_model
+from strategies import STRATEGIES
 from strategies.fedper import FedPer
 
 SCENARIO = Scenario(
@@ -90,3 +92,41 @@ def test_the_plain_loop_sends_what_the_server_sends_a_head_splitting_strategy() 
     server.joined(0, ())
     body = [name for name in arrays if name not in head]
     assert list(server.download(0)) == body == download_parameters(FedPer.policy, list(arrays), (), head)
+
+
+def _round_bytes(update: dict, metrics: dict, state) -> tuple:
+    tensors = {**state.personal, **{f"mask:{k}": v for k, v in state.masks.items()}, **{f"alg:{k}": v for k, v in state.algorithm.items()}}
+    return ({name: np.asarray(value).tobytes() for name, value in update.items()}, metrics,
+            {name: value.numpy().tobytes() for name, value in tensors.items()}, state.roles, state.step)
+
+
+@pytest.mark.parametrize("strategy", sorted(STRATEGIES))
+def test_one_model_reused_for_every_client_gives_the_rounds_fresh_models_give(strategy: str, base_arrays) -> None:
+    """What a worker does with its one model (load each client into it) changes no byte of any client's round."""
+    policy = STRATEGIES[strategy].policy
+    scenario = SCENARIO.replace(max_local_steps=2, ala_sample=0.1, ala_start_epochs=1)
+    schedule = [(0, 1), (1, 1), (0, 2)]
+    results = []
+    for into in (None, blank_copy("vit-micro")):
+        states: dict[int, object] = {}
+        rounds = []
+        for client, server_round in schedule:
+            job = ClientJob(scenario, policy, client, server_round)
+            update, metrics, states[client] = train_round(job, base_arrays, states.get(client), into=into)
+            rounds.append(_round_bytes(update, metrics, states[client]))
+            rounds.append(evaluate_round(job, base_arrays, states[client], into=into))
+        results.append(rounds)
+    assert results[0] == results[1]
+
+
+def test_a_worker_keeps_its_model_across_clients_and_drops_it_when_a_round_raises() -> None:
+    job = ClientJob(SCENARIO, FEDHEI, 0, 1)
+    with worker_model(job) as first:
+        pass
+    with worker_model(job) as again:
+        assert again is first
+    with pytest.raises(RuntimeError), worker_model(job) as failing:
+        assert failing is first
+        raise RuntimeError("a round that raised halfway")
+    with worker_model(job) as fresh:
+        assert fresh is not first

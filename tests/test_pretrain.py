@@ -16,6 +16,7 @@ from fedhei.errors import FedheiError
 from fedhei.models.checkpoints import load_checkpoint, read_metadata
 from fedhei.models.registry import create_model
 from fedhei.training import recipes
+from fedhei.training.loops import batches_for, evaluate
 from fedhei.training.pretrain import (
     SHIPPED_DIR,
     PretrainSpec,
@@ -25,9 +26,7 @@ from fedhei.training.pretrain import (
     shipped_base,
     timing_path,
 )
-from fedhei.training.loops import batches_for, evaluate
 from fedhei.training.recipes import RECIPES, Schedule, train_with_recipe
-
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = SHIPPED_DIR / "vit-tiny-c10.safetensors"

@@ -55,6 +55,17 @@ def _reply(node: int, arrays: dict[str, np.ndarray] | None = None, examples: flo
     return Message(content=content, metadata=_received_from(node))
 
 
+def _raw_reply(node: int, name: str, array: Array) -> Message:
+    """A reply carrying one Flower ``Array`` as given, whatever its bytes say."""
+    reply = _reply(node, {})
+    reply.content.array_records["arrays"][name] = array
+    return reply
+
+
+def _npy(value: np.ndarray) -> bytes:
+    return Array(value).data
+
+
 def _good(node: int, scale: float, examples: float) -> Message:
     weight = GLOBAL["a.weight"] * scale
     keep = np.array([[1, 1, 0], [1, 0, 1]], dtype=bool)
@@ -74,8 +85,15 @@ def _good(node: int, scale: float, examples: float) -> Message:
         (_reply(9, {"a.bias": np.ones(2, dtype=np.float32)}, examples=0.0), "invalid", "num-examples"),
         (_reply(9, {"a.bias::delta-i8": np.ones(2, dtype=np.int8), "a.bias::scale": np.zeros(1, dtype=np.float32)}),
          "invalid", "finite and positive"),
+        (_raw_reply(9, "a.weight", Array(dtype="float32", shape=(2, 3), stype="numpy.ndarray",
+                                         data=_npy(np.ones((3, 3), dtype=np.float32)))), "invalid", "shape (3, 3)"),
+        (_raw_reply(9, "a.bias", Array(dtype="float32", shape=(2,), stype="numpy.ndarray", data=b"not an array")),
+         "invalid", "not a readable array"),
+        (_raw_reply(9, "a.bias", Array(dtype="float32", shape=(2,), stype="torch.Tensor",
+                                       data=_npy(np.ones(2, dtype=np.float32)))), "invalid", "serialized as 'torch.Tensor'"),
     ],
-    ids=["exception", "drop", "timeout", "nan", "shape", "unknown-name", "nan-loss", "no-examples", "int8-zero-scale"],
+    ids=["exception", "drop", "timeout", "nan", "shape", "unknown-name", "nan-loss", "no-examples", "int8-zero-scale",
+         "declared-shape-differs", "unreadable-bytes", "not-numpy"],
 )
 def test_a_failed_client_is_left_out_with_its_kind_and_reason_and_the_round_goes_on(
     bad: Message | None, kind: str, reason: str, caplog: pytest.LogCaptureFixture
@@ -131,6 +149,26 @@ def test_replies_are_aggregated_in_partition_order_whatever_order_they_arrive_in
         results.append(arrays["a.weight"].numpy().tobytes() + arrays["a.bias"].numpy().tobytes())
         assert strategy.rounds[1].aggregated == [1, 2, 3]
     assert results[0] == results[1]
+
+
+def test_replies_checked_on_arrival_aggregate_as_if_checked_at_the_round_end(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The server decodes each reply as it arrives; the round's end then uses that work, failures included."""
+    replies = [_good(1, 2.0, 10.0), _reply(2, {"a.weight": np.ones((3, 3), dtype=np.float32)}), _good(3, 7.0, 3.0)]
+    at_the_end = _strategy(sampled=[1, 2, 3])
+    expected, _ = at_the_end.aggregate_train(1, replies)
+    on_arrival = _strategy(sampled=[1, 2, 3])
+    for reply in replies:
+        on_arrival.check_on_arrival(reply)
+
+    def checked_twice(*_: object) -> None:
+        raise AssertionError("a reply checked on arrival was checked again")
+
+    monkeypatch.setattr(on_arrival, "check_reply", checked_twice)
+    arrays, _ = on_arrival.aggregate_train(1, replies)
+    assert arrays is not None and expected is not None
+    assert {name: arrays[name].numpy().tobytes() for name in arrays} == {name: expected[name].numpy().tobytes() for name in expected}
+    assert on_arrival.rounds[1].failures == at_the_end.rounds[1].failures
+    assert [f["kind"] for f in on_arrival.rounds[1].failures] == ["invalid"]
 
 
 def test_strategies_resolve_by_name_and_by_import_path() -> None:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,7 @@ from flwr.app import Context, RecordDict
 
 from clients.state import ContextStateStore, DiskStateStore
 from fedhei.federation.state import ClientState
-from fedhei.federation.wire import UpdateError, decode, encode, masked_average, nbytes
+from fedhei.federation.wire import DecodedTensor, UpdateError, decode, encode, masked_average, nbytes, npy_array
 from fedhei.method.roles import GENERIC, PERSONALIZED, RoleMap
 
 
@@ -39,6 +40,22 @@ def test_masked_average_weighs_by_examples_over_keepers_only() -> None:
     second = decode(encode({"w": np.array([3.0, 2.0, 0.0])}, {"w": np.array([1, 1, 0], bool)}), current)
     merged = masked_average(current, [(1.0, first), (3.0, second)])
     np.testing.assert_allclose(merged["w"], [(1 * 1 + 3 * 3) / 4, 2.0, 5.0])
+
+
+def test_unmasked_updates_average_to_the_same_bits_as_updates_with_an_all_true_mask() -> None:
+    """The shortcut for clients that send no mask is an optimisation only: same products, same sums, same order."""
+    rng = np.random.default_rng(0)
+    current = {"w": rng.normal(size=(4, 5)).astype(np.float32)}
+    sent = [rng.normal(size=(4, 5)).astype(np.float32) for _ in range(3)]
+    weights = [3.0, 17.0, 1.5]
+    unmasked = [decode(encode({"w": value}, {}), current) for value in sent]
+    assert all(update["w"].unmasked for update in unmasked)
+    with_mask = [{"w": DecodedTensor(update["w"].values, np.ones((4, 5), dtype=bool))} for update in unmasked]
+    partly = decode(encode({"w": sent[0]}, {"w": rng.random((4, 5)) > 0.3}), current)
+    for tail in ([], [(2.0, partly)]):
+        fast = masked_average(current, list(zip(weights, unmasked, strict=True)) + tail)
+        general = masked_average(current, list(zip(weights, with_mask, strict=True)) + tail)
+        assert fast["w"].tobytes() == general["w"].tobytes()
 
 
 def _state() -> ClientState:
@@ -93,3 +110,32 @@ def test_disk_store_keeps_the_state_a_round_started_from_until_the_next_round_sa
     assert store.load(before_round=6).step == 3
     # Round 1's state was superseded once round 4's was the base of a saved round.
     assert store.load(before_round=2) is None
+
+
+@pytest.mark.parametrize(
+    "value",
+    [np.arange(12, dtype=np.float32).reshape(3, 4), np.arange(5, dtype=np.int8), np.array(2.5, dtype=np.float32),
+     np.zeros((0, 3), dtype=np.float16), np.array([True, False, True]), np.arange(6, dtype=">f8").reshape(2, 3)],
+    ids=["float32-matrix", "int8", "scalar", "empty", "bool", "big-endian"],
+)
+def test_npy_array_reads_what_np_save_wrote_without_copying(value: np.ndarray) -> None:
+    data = _saved(value)
+    read = npy_array(data, str(value.dtype), value.shape)
+    assert read.dtype == value.dtype and read.shape == value.shape and np.array_equal(read, value)
+    assert not read.flags.owndata and not read.flags.writeable
+
+
+def test_npy_array_falls_back_to_np_load_where_the_bytes_are_not_what_their_declaration_says() -> None:
+    fortran = np.asfortranarray(np.arange(6, dtype=np.float32).reshape(2, 3))
+    read = npy_array(_saved(fortran), "float32", (2, 3))
+    assert np.array_equal(read, fortran) and read.flags.writeable and read.flags.f_contiguous
+    # The bytes, not the declaration, say what the array is: the shape check downstream sees (3, 3).
+    assert npy_array(_saved(np.ones((3, 3), dtype=np.float32)), "float32", (2, 3)).shape == (3, 3)
+    with pytest.raises(ValueError):
+        npy_array(b"not an array", "float32", (2,))
+
+
+def _saved(value: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, value, allow_pickle=False)
+    return buffer.getvalue()

@@ -25,8 +25,10 @@ did not receive this round has no reference, so it travels float32.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -48,6 +50,8 @@ class UpdateError(ValueError):
 class DecodedTensor:
     values: np.ndarray  # dense, float32, the global tensor's shape
     keep: np.ndarray  # bool, same shape: where this client's weights count
+    # True where the client sent no mask, so ``keep`` is all True: averaging may skip it.
+    unmasked: bool = False
 
 
 def encode(
@@ -166,6 +170,8 @@ def _decode_one(name: str, parts: dict[str, np.ndarray], reference: np.ndarray) 
             kept_values = (reference.astype(np.float64).reshape(-1)[keep.reshape(-1)] + change).astype(np.float32)
         if not np.all(np.isfinite(kept_values)):
             raise UpdateError(f"'{name}' overflows float32 once its change is added to the global value")
+    if MASK_SUFFIX not in parts:
+        return DecodedTensor(kept_values.reshape(shape), keep, unmasked=True)
     dense = np.zeros(keep.size, dtype=np.float32)
     dense[keep.reshape(-1)] = kept_values
     return DecodedTensor(dense.reshape(shape), keep)
@@ -194,9 +200,16 @@ def masked_average(
         numerator = np.zeros_like(result[name], dtype=np.float64)
         denominator = np.zeros_like(result[name], dtype=np.float64)
         for weight, update in updates:
-            if name in update:
-                kept = update[name].keep * weight
-                numerator += kept * update[name].values
+            if name not in update:
+                continue
+            tensor = update[name]
+            if tensor.unmasked:
+                # The same products and sums as below, without the all-True mask's arrays.
+                numerator += tensor.values * np.float64(weight)
+                denominator += np.float64(weight)
+            else:
+                kept = tensor.keep * weight
+                numerator += kept * tensor.values
                 denominator += kept
         counted = denominator > 0
         result[name] = np.where(counted, numerator / np.where(counted, denominator, 1.0), result[name]).astype(result[name].dtype)
@@ -215,6 +228,32 @@ def kept_by_any(
         for name, tensor in update.items():
             counted[name] = counted.get(name, np.zeros(np.shape(current[name]), dtype=bool)) | tensor.keep
     return counted
+
+
+@lru_cache(maxsize=4096)
+def _npy_header(dtype: str, shape: tuple[int, ...]) -> bytes:
+    """The header ``np.save`` writes before a C-ordered array of ``dtype`` and ``shape``."""
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        header, {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False, "shape": shape})
+    return header.getvalue()
+
+
+def npy_array(data: bytes, dtype: str, shape: Sequence[int]) -> np.ndarray:
+    """The array in ``.npy`` bytes (how a Flower ``Array`` holds its data), read without copying.
+
+    ``np.load`` parses every header with ``ast.literal_eval`` and copies the payload: a
+    few milliseconds per model, on every client and for every reply the server reads.
+    Where the bytes start with exactly the header ``np.save`` writes for the declared
+    dtype and shape, and hold exactly that many bytes after it, the payload is the
+    array: a read-only view is returned. Anything else goes through ``np.load``
+    (never with pickles), so what the view returns is what ``np.load`` would.
+    """
+    header = _npy_header(np.dtype(dtype).str, tuple(int(size) for size in shape))
+    count = int(np.prod(shape, dtype=np.int64))
+    if data[:len(header)] == header and len(data) == len(header) + count * np.dtype(dtype).itemsize:
+        return np.frombuffer(data, dtype=dtype, count=count, offset=len(header)).reshape(shape)
+    return np.load(io.BytesIO(data), allow_pickle=False)
 
 
 def nbytes(arrays: Mapping[str, np.ndarray]) -> int:

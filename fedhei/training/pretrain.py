@@ -28,8 +28,8 @@ from fedhei.data.cifar10 import SYNTHETIC, Cifar10, load_cifar10_cached
 from fedhei.data.partition import public_slice
 from fedhei.models import language
 from fedhei.models.checkpoints import load_checkpoint, read_metadata, save_checkpoint
-from fedhei.models.safetensors_file import write_safetensors
 from fedhei.models.registry import create_model, resolve_model_name
+from fedhei.models.safetensors_file import write_safetensors
 from fedhei.terminal import progress_bar
 from fedhei.training.device import pick_device
 from fedhei.training.loops import batches_for, evaluate
