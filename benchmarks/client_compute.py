@@ -30,10 +30,11 @@ from rich.table import Table
 from fedhei.cli.main import scenario_arguments
 from fedhei.config.scenario import Scenario, load_scenario
 from fedhei.errors import FedheiError
-from fedhei.federation.client_round import ClientJob, blank_copy, evaluate_round, prepare, train_round
+from fedhei.experiments.plain import plain_server
+from fedhei.federation.client_round import Arrays, ClientJob, blank_copy, evaluate_round, train_round
 from fedhei.federation.export import export_model, final_model
+from fedhei.federation.policy import ClientPolicy
 from fedhei.federation.sampling import SAMPLE_EVALUATE, SAMPLE_TRAIN, sample_clients
-from fedhei.federation.server import scenario_base_model
 from fedhei.federation.state import ClientState
 from fedhei.reporting.tables import stdout
 from strategies import resolve_strategy
@@ -46,10 +47,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def timed_rounds(scenario: Scenario) -> tuple[float, float]:
+def timed_rounds(scenario: Scenario, policy: ClientPolicy, base: Arrays) -> tuple[float, float]:
     """Seconds of rounds 1 and 2 for their sampled clients, one client after another."""
-    policy = resolve_strategy(scenario.strategy).policy
-    base = {name: value.detach().numpy() for name, value in scenario_base_model(scenario).named_parameters()}
     model = blank_copy(scenario.model)
     states: dict[int, ClientState] = {}
     seconds = []
@@ -66,10 +65,8 @@ def timed_rounds(scenario: Scenario) -> tuple[float, float]:
     return seconds[0], seconds[1]
 
 
-def timed_final_phase(scenario: Scenario) -> float:
+def timed_final_phase(scenario: Scenario, policy: ClientPolicy, base: Arrays) -> float:
     """Seconds of every client's final phase (last local round, evaluations, model file) from the base model."""
-    policy = resolve_strategy(scenario.strategy).policy
-    base = {name: value.detach().numpy() for name, value in scenario_base_model(scenario).named_parameters()}
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="fedhei-client-compute-") as run_dir:
         for client in range(scenario.num_clients):
@@ -83,13 +80,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         scenario = load_scenario(args.scenario, args.overrides, args.data)
-        prepare(scenario)
+        policy = resolve_strategy(scenario.strategy).policy
+        base = plain_server(scenario, policy).current
     except FedheiError as error:
         print(f"client_compute: error: {error}", file=sys.stderr)
         return 2
     torch.set_num_threads(max(1, int(scenario.client_num_cpus)))
-    first, later = timed_rounds(scenario)
-    final = timed_final_phase(scenario)
+    first, later = timed_rounds(scenario, policy, base)
+    final = timed_final_phase(scenario, policy, base)
     rounds = first + (scenario.num_server_rounds - 1) * later
     workers = local_workers(scenario)
     table = Table(title=f"{scenario.name}: what its clients compute ({scenario.num_clients} clients, "

@@ -249,10 +249,11 @@ def npy_array(data: bytes, dtype: str, shape: Sequence[int]) -> np.ndarray:
     array: a read-only view is returned. Anything else goes through ``np.load``
     (never with pickles), so what the view returns is what ``np.load`` would.
     """
-    header = _npy_header(np.dtype(dtype).str, tuple(int(size) for size in shape))
+    kind = np.dtype(dtype)
+    header = _npy_header(kind.str, tuple(int(size) for size in shape))
     count = int(np.prod(shape, dtype=np.int64))
-    if data[:len(header)] == header and len(data) == len(header) + count * np.dtype(dtype).itemsize:
-        return np.frombuffer(data, dtype=dtype, count=count, offset=len(header)).reshape(shape)
+    if data[:len(header)] == header and len(data) == len(header) + count * kind.itemsize:
+        return np.frombuffer(data, dtype=kind, count=count, offset=len(header)).reshape(shape)
     return np.load(io.BytesIO(data), allow_pickle=False)
 
 
